@@ -1,0 +1,34 @@
+"""linger-sched: background and recurring jobs for web apps, out of a plain SQL table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .app import Linger, ScheduleInfo, Status, Task, default_app  # noqa: E402
+from .clock import Clock, FakeClock  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError, JobArgumentsError, JobNotFoundError, JobStateError, LingerError, NaiveDatetimeError,
+    ScheduleNotFoundError, SchemaError, SpecError, StoreError, UnknownTaskError,
+)
+from .store import Job  # noqa: E402
+from .worker import JobContext, current_job  # noqa: E402
+
+
+def task(fn: Any = None, **options: Any) -> Any:
+    """``@task`` / ``@task(...)`` on the default app (see :meth:`Linger.task`)."""
+    return default_app().task(fn, **options)
+
+
+def enqueue(task: Any, *args: Any, **kwargs: Any) -> int:
+    """``enqueue`` on the default app."""
+    return default_app().enqueue(task, *args, **kwargs)
+
+
+__all__ = [
+    "Clock", "ConfigError", "FakeClock", "Job", "JobArgumentsError", "JobContext", "JobNotFoundError",
+    "JobStateError", "Linger", "LingerError", "NaiveDatetimeError", "ScheduleInfo", "ScheduleNotFoundError",
+    "SchemaError", "SpecError", "Status", "StoreError", "Task", "UnknownTaskError", "current_job",
+    "default_app", "enqueue", "task", "__version__",
+]

@@ -1,0 +1,425 @@
+"""``linger-sched``: a thin click front end over :class:`~linger_sched.Linger`.
+
+Exit status: 0 ok, 1 runtime error, 2 usage or configuration error (the message names what).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from . import __version__
+from .app import Linger, default_app
+from .errors import (
+    ConfigError, JobArgumentsError, JobNotFoundError, JobStateError, LingerError, NaiveDatetimeError,
+    ScheduleNotFoundError, SchemaError, SpecError, UnknownTaskError,
+)
+from .registry import read_config_file, schedules_from_config, import_modules, Registry
+from .specs import parse_duration
+
+USAGE_ERRORS = (ConfigError, SpecError, JobArgumentsError, NaiveDatetimeError, UnknownTaskError)
+DEFAULT_CONFIG = "schedules.yaml"
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"linger-sched: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USAGE_ERRORS as exc:
+            fail(str(exc), 2)
+        except SchemaError as exc:
+            fail(str(exc), 1)
+        except (JobNotFoundError, ScheduleNotFoundError, JobStateError) as exc:
+            fail(str(exc), 1)
+        except LingerError as exc:
+            fail(f"{type(exc).__name__}: {exc}", 1)
+
+    return wrapper
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--database", "database", metavar="URL", help="Database URL (env LINGER_DATABASE_URL; default sqlite:///linger.db)."),
+        click.option("--import", "imports", metavar="MODULE", multiple=True, help="Import MODULE so its tasks register (repeatable)."),
+        click.option("--app", "app_path", metavar="MODULE:ATTR", help="Use the Linger app object MODULE:ATTR instead of the default app."),
+        click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
+                     help=f"schedules.yaml to load (default ./{DEFAULT_CONFIG} if present)."),
+        click.option("-v", "--verbose", count=True, help="More logging (-v: debug)."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), help="Log level."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def setup_logging(verbose: int, level: str | None) -> None:
+    if level:
+        lvl = getattr(logging, level.upper())
+    else:
+        lvl = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(lvl)
+
+
+def load_app(
+    database: str | None, imports: Sequence[str], app_path: str | None, config: str | None,
+    verbose: int = 0, log_level: str | None = None, *, cli_settings: dict[str, Any] | None = None,
+) -> Linger:
+    setup_logging(verbose, log_level)
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    import_modules(list(imports))
+    if app_path:
+        mod, _, attr = app_path.partition(":")
+        try:
+            app = getattr(importlib.import_module(mod), attr or "app")
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"cannot load app {app_path!r}: {type(exc).__name__}: {exc}", key="--app") from exc
+        if not isinstance(app, Linger):
+            raise ConfigError(f"{app_path!r} is not a linger_sched.Linger object", key="--app")
+    else:
+        app = default_app()
+    cli = dict(cli_settings or {})
+    if database:
+        cli["database_url"] = database
+    path = config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    if path is not None:
+        app.load_config(path, cli=cli)
+    else:
+        from .config import resolve
+
+        s = resolve(cli=cli, code={"database_url": app.settings.database_url} if app_path else None)
+        app.configure(**{k: getattr(s, k) for k in ("database_url", "table_prefix", "concurrency", "queues")})
+    return app
+
+
+def parse_instant(text: str, what: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"not an ISO 8601 date-time: {text!r} (e.g. 2026-12-01T18:00:00+01:00)", key=what) from None
+    if value.tzinfo is None:
+        raise ConfigError(f"{text!r} has no UTC offset; add one, e.g. {text}+00:00 or {text}Z", key=what)
+    return value
+
+
+def fmt_time(value: datetime | None, tz: str | None = None) -> str:
+    if value is None:
+        return "-"
+    if tz and tz != "UTC":
+        from zoneinfo import ZoneInfo
+
+        return value.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="linger-sched")
+def main() -> None:
+    """Background and recurring jobs out of a plain SQL table."""
+
+
+# -- db ---------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Create or upgrade the tables."""
+
+
+@db.command("init")
+@common_options
+@handle_errors
+def db_init(**common: Any) -> None:
+    """Create the tables (idempotent)."""
+    app = load_app(**common)
+    app.install_schema()
+    click.echo(f"schema ready in {app.store.engine.url.render_as_string(hide_password=True)} (prefix {app.settings.table_prefix})")
+
+
+@db.command("upgrade")
+@common_options
+@handle_errors
+def db_upgrade(**common: Any) -> None:
+    """Move an older schema forward to this version."""
+    app = load_app(**common)
+    before, after = app.store.upgrade_schema()
+    click.echo(f"schema version {before if before is not None else 'none'} -> {after}")
+
+
+# -- worker and run ---------------------------------------------------------------------
+@main.command()
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Jobs run at once (threads).")
+@click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
+@click.option("--burst", is_flag=True, help="Exit 0 once no due job is left.")
+@common_options
+@handle_errors
+def worker(concurrency: int | None, queues: str | None, burst: bool, **common: Any) -> None:
+    """Run a worker (no scheduler) until SIGTERM/SIGINT."""
+    app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
+    sys.exit(app.run(worker=True, scheduler=False, burst=burst))
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Jobs run at once (threads).")
+@click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
+@click.option("--no-worker", is_flag=True, help="Only schedule (no jobs run on this node).")
+@click.option("--no-scheduler", is_flag=True, help="Only run jobs (never lead).")
+@common_options
+@handle_errors
+def run(concurrency: int | None, queues: str | None, no_worker: bool, no_scheduler: bool, **common: Any) -> None:
+    """Run a node: scheduler and worker, until SIGTERM/SIGINT (a second signal forces)."""
+    if no_worker and no_scheduler:
+        raise ConfigError("--no-worker and --no-scheduler together leave nothing to run", key="run")
+    app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
+    app.install_schema()
+    sys.exit(app.run(worker=not no_worker, scheduler=not no_scheduler))
+
+
+# -- enqueue ----------------------------------------------------------------------------
+@main.command()
+@click.argument("task")
+@click.option("--args", "args_json", metavar="JSON", help="Positional arguments as a JSON array.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("--run-at", metavar="ISO8601", help="When to run (with a UTC offset).")
+@click.option("--in", "run_in", metavar="DURATION", help="Run after this long (30s, 10m, 2h).")
+@click.option("--priority", type=int, help="Lower runs first (default: the task's, else 0).")
+@click.option("--queue", help="Queue name.")
+@click.option("--unique-key", help="Do nothing if a queued or running job holds this key.")
+@common_options
+@handle_errors
+def enqueue(task: str, args_json: str | None, kwargs_json: str | None, run_at: str | None, run_in: str | None,
+            priority: int | None, queue: str | None, unique_key: str | None, **common: Any) -> None:
+    """Queue one job of TASK and print its id."""
+    if run_at and run_in:
+        raise ConfigError("give --run-at or --in, not both", key="--run-at")
+    args = _json_arg(args_json, "--args", list, "a JSON array, e.g. '[1, \"a\"]'") if args_json is not None else []
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict, "a JSON object, e.g. '{\"user_id\": 1}'") if kwargs_json is not None else {}
+    when = parse_instant(run_at, "--run-at") if run_at else None
+    delay = parse_duration(run_in, field="--in") if run_in else None
+    app = load_app(**common)
+    if task not in app.registry.tasks:
+        if app.registry.tasks:
+            raise UnknownTaskError(task, list(app.registry.tasks))
+        click.echo(f"linger-sched: warning: task {task!r} is not registered in this process (use --import); queued by name", err=True)
+    job_id = app.enqueue(task, *args, run_at=when, delay=delay, priority=priority, queue=queue, unique_key=unique_key, **kwargs)
+    click.echo(job_id)
+
+
+def _json_arg(text: str, flag: str, kind: type, what: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON ({exc.msg} at position {exc.pos}): must be {what}", key=flag) from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"must be {what}, got {type(value).__name__}", key=flag)
+    return value
+
+
+# -- jobs -------------------------------------------------------------------------------
+@main.group(invoke_without_command=True)
+@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "skipped"]), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--task", "task_name", help="Only jobs of this task.")
+@click.option("--schedule", "schedule_name", help="Only occurrences of this schedule.")
+@common_options
+@click.pass_context
+@handle_errors
+def jobs(ctx: click.Context, state: str | None, limit: int, task_name: str | None, schedule_name: str | None, **common: Any) -> None:
+    """List jobs, newest first (or: jobs show|retry|cancel ID)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = common
+        return
+    app = load_app(**common)
+    rows = app.jobs(state, limit, task=task_name, schedule_name=schedule_name)
+    click.echo(table(
+        ["ID", "TASK", "STATE", "QUEUE", "PRI", "ATTEMPTS", "RUN_AT", "SCHEDULE"],
+        [[j.id, j.task, j.state, j.queue, j.priority, f"{j.attempts}/{j.max_attempts}", fmt_time(j.run_at), j.schedule_name] for j in rows],
+    ))
+
+
+def _merged(ctx: click.Context, common: dict[str, Any]) -> dict[str, Any]:
+    parent = ctx.obj or {}
+    out = dict(common)
+    for k, v in parent.items():
+        if out.get(k) in (None, (), 0):
+            out[k] = v
+    return out
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@common_options
+@click.pass_context
+@handle_errors
+def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> None:
+    """Show every field of job JOB_ID."""
+    app = load_app(**_merged(ctx, common))
+    job = app.get_job(job_id)
+    data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in job.__dict__.items()}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    width = max(len(k) for k in data)
+    for k, v in data.items():
+        if k == "last_error" and v:
+            click.echo(f"{k.ljust(width)}  |")
+            for line in str(v).splitlines():
+                click.echo(f"  {line}")
+            continue
+        click.echo(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (list, dict)) else ('-' if v is None else v)}")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@common_options
+@click.pass_context
+@handle_errors
+def jobs_retry(ctx: click.Context, job_id: int, **common: Any) -> None:
+    """Queue a failed, cancelled or skipped job again, due now."""
+    app = load_app(**_merged(ctx, common))
+    job = app.retry(job_id)
+    click.echo(f"job {job.id} queued again")
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@common_options
+@click.pass_context
+@handle_errors
+def jobs_cancel(ctx: click.Context, job_id: int, **common: Any) -> None:
+    """Cancel a queued job."""
+    app = load_app(**_merged(ctx, common))
+    job = app.cancel(job_id)
+    click.echo(f"job {job.id} cancelled")
+
+
+# -- schedules --------------------------------------------------------------------------
+@main.group(invoke_without_command=True)
+@click.option("--next", "next_n", type=click.IntRange(min=1), default=3, show_default=True, help="How many next fire times to show.")
+@common_options
+@click.pass_context
+@handle_errors
+def schedules(ctx: click.Context, next_n: int, **common: Any) -> None:
+    """List schedules (or: schedules pause|resume|trigger NAME)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = common
+        return
+    app = load_app(**common)
+    app.store.check_schema()
+    infos = app.schedules(next_n)
+    if not infos:
+        click.echo("no schedules (they are written when a node with a scheduler starts: linger-sched run)")
+        return
+    rows = []
+    for s in infos:
+        state = "disabled" if not s.enabled else ("paused" if s.paused else "active")
+        last = f"{fmt_time(s.last_run_at, s.tz)} {s.last_state or ''}".strip() if s.last_run_at else "-"
+        rows.append([s.name, s.task, s.description, s.tz, ", ".join(fmt_time(t, s.tz) for t in s.next_runs) or "-", last, state])
+    click.echo(table(["NAME", "TASK", "WHEN", "TZ", "NEXT", "LAST", "STATE"], rows))
+
+
+def _schedule_action(action: str) -> Callable[..., None]:
+    @common_options
+    @click.argument("name")
+    @click.pass_context
+    @handle_errors
+    def command(ctx: click.Context, name: str, **common: Any) -> None:
+        app = load_app(**_merged(ctx, common))
+        if action == "trigger":
+            job_id = app.trigger(name)
+            click.echo(f"schedule {name} triggered: job {job_id}")
+        else:
+            getattr(app, action)(name)
+            click.echo(f"schedule {name} {action}d")
+
+    command.__doc__ = {"pause": "Stop materializing NAME until resumed.",
+                       "resume": "Resume NAME from its next fire time (the paused period is not caught up).",
+                       "trigger": "Run NAME now, outside its cadence (marked manual)."}[action]
+    return command
+
+
+for _action in ("pause", "resume", "trigger"):
+    schedules.command(_action)(_schedule_action(_action))
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--import", "imports", metavar="MODULE", multiple=True, help="Import MODULE so its tasks register.")
+@handle_errors
+def validate(path: str | None, imports: Sequence[str]) -> None:
+    """Check a schedules.yaml (default ./schedules.yaml) without touching the database."""
+    path = path or DEFAULT_CONFIG
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    import_modules(list(imports))
+    cfg = read_config_file(path)
+    import_modules(cfg.imports, file=cfg.path, line=cfg.lines.get("imports"))
+    app = default_app()
+    defs = schedules_from_config(cfg, app.registry)
+    reg = Registry()
+    reg.tasks = dict(app.registry.tasks)
+    reg.schedules = {k: v for k, v in app.registry.schedules.items() if not v.source.startswith(cfg.path + ":")}
+    for d in defs:
+        reg.add_schedule(d)
+    click.echo(f"{path}: ok ({len(defs)} schedule(s), {len(reg.tasks)} task(s))")
+    for d in reg.schedules.values():
+        click.echo(f"  {d.name}: {d.task} {d.spec.describe()}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@common_options
+@handle_errors
+def status(as_json: bool, **common: Any) -> None:
+    """The leader, the nodes and their heartbeats, and job counts by state."""
+    app = load_app(**common)
+    app.store.check_schema()
+    st = app.status()
+    hashes = {n.registry_hash for n in st.nodes if "scheduler" in n.roles}
+    if as_json:
+        click.echo(json.dumps({
+            "leader": None if st.leader is None else {"node": st.leader.holder, "epoch": st.leader.epoch,
+                                                      "expires_at": st.leader.expires_at.isoformat(), "valid": st.leader.expires_at > st.db_now},
+            "nodes": [{"id": n.id, "host": n.host, "pid": n.pid, "roles": n.roles, "registry": n.registry_hash,
+                       "heartbeat_at": n.heartbeat_at.isoformat()} for n in st.nodes],
+            "jobs": st.counts, "registries_differ": len(hashes) > 1,
+        }, indent=2))
+        return
+    if st.leader is None:
+        click.echo("leader: none yet")
+    else:
+        live = "valid" if st.leader.expires_at > st.db_now else "EXPIRED"
+        click.echo(f"leader: {st.leader.holder} (epoch {st.leader.epoch}, lease {live} until {fmt_time(st.leader.expires_at)})")
+    click.echo(f"nodes: {len(st.nodes)}")
+    if st.nodes:
+        click.echo(table(["NODE", "ROLES", "REGISTRY", "STARTED", "HEARTBEAT"],
+                         [[n.id, n.roles, n.registry_hash, fmt_time(n.started_at), f"{(st.db_now - n.heartbeat_at).total_seconds():.0f}s ago"] for n in st.nodes]))
+    if len(hashes) > 1:
+        click.echo("warning: scheduler nodes run different task/schedule registries (see REGISTRY)")
+    counts = ", ".join(f"{k} {st.counts.get(k, 0)}" for k in ("queued", "running", "succeeded", "failed", "cancelled", "skipped"))
+    click.echo(f"jobs: {counts}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

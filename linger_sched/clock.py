@@ -1,0 +1,93 @@
+"""The only module that reads wall-clock or monotonic time.
+
+Everything else takes a :class:`Clock` (or an explicit ``now``). Inside the package every
+instant is an aware UTC ``datetime``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+UTC = timezone.utc
+
+
+class Clock:
+    """Real time. ``offset`` shifts the wall clock (to simulate a node whose clock is off).
+
+    A real clock is *not authoritative*: the store compares leases and due times with the
+    database's own clock, so a node with a wrong clock neither runs early nor duplicates.
+    """
+
+    authoritative = False
+
+    def __init__(self, offset: timedelta | float = 0.0) -> None:
+        if not isinstance(offset, timedelta):
+            offset = timedelta(seconds=float(offset))
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        """Sleep up to ``seconds``; return True at once if ``stop`` is (or becomes) set."""
+        seconds = max(0.0, seconds)
+        if stop is None:
+            time.sleep(seconds)
+            return False
+        return stop.wait(seconds)
+
+
+class FakeClock(Clock):
+    """A clock for tests: time moves only when the test says so.
+
+    It is *authoritative*: its ``now()`` is passed to every store call instead of the
+    database clock, so tests control due times, leases and backoff exactly.
+    ``wait()`` advances the fake time instead of sleeping (unless ``stop`` is set).
+    """
+
+    authoritative = True
+
+    def __init__(self, start: datetime | None = None) -> None:
+        super().__init__()
+        if start is None:
+            start = datetime(2030, 1, 1, tzinfo=UTC)
+        if start.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        self._now = start.astimezone(UTC)
+        self._mono = 1000.0
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def advance(self, seconds: float | timedelta) -> datetime:
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+            self._mono += seconds
+            return self._now
+
+    def set(self, instant: datetime) -> None:
+        if instant.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        with self._lock:
+            delta = (instant.astimezone(UTC) - self._now).total_seconds()
+            self._now = instant.astimezone(UTC)
+            self._mono += max(0.0, delta)
+
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        if stop is not None and stop.is_set():
+            return True
+        self.advance(max(0.0, seconds))
+        return False

@@ -1,0 +1,534 @@
+"""Cron and interval specs: parse, validate, describe, and compute the next fire time.
+
+Pure functions: no I/O and no clock. Every instant returned is an aware UTC ``datetime``.
+
+Cron expressions are evaluated by this module itself (local wall times in the schedule's
+zone, then mapped to UTC) rather than by croniter, because croniter's DST behaviour does not
+follow the Debian rules in DESIGN.md (it fires fixed-time schedules twice in the fall-back
+overlap, and applies the classic OR rule to ``*/2``-style day fields).
+
+DST rules (Debian cron), for a matching local wall time ``w``:
+
+* ``w`` exists once: it fires at that instant.
+* ``w`` falls in a spring-forward gap: a *fixed-time* schedule fires at the first instant after
+  the gap (all slots of one gap coalesce into that one fire); a *wildcard* schedule does not
+  fire. This also holds for gaps longer than an hour: Pacific/Apia skipped 2011-12-30, so a
+  daily ``0 12 * * *`` there fires at 2011-12-31 00:00 local (2011-12-30T10:00Z, the gap's end)
+  and again at 12:00 local. (Debian cron itself treats jumps over 3 h as a clock reset; we keep
+  the one rule so that e.g. a yearly ``0 0 30 12 *`` is not lost.)
+* ``w`` falls in a fall-back overlap: a fixed-time schedule fires at the first pass only; a
+  wildcard schedule fires at both passes.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from bisect import bisect_left
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import NaiveDatetimeError, SpecError
+
+__all__ = [
+    "CronSpec",
+    "IntervalSpec",
+    "parse_duration",
+    "parse_spec",
+    "spec_from_text",
+    "validate_tz",
+]
+
+UTC = timezone.utc
+_MINUTE = timedelta(minutes=1)
+_SECOND = timedelta(seconds=1)
+
+# ---------------------------------------------------------------------------------------------
+# durations and zones
+
+_UNITS = {
+    "ms": 0.001, "w": 604800, "week": 604800, "weeks": 604800,
+    "d": 86400, "day": 86400, "days": 86400,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+}  # fmt: skip
+_DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)\s*")
+
+
+def parse_duration(value: str | int | float | timedelta, *, field: str = "duration") -> timedelta:
+    """``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"``, ``"1h30m"``, ``"90"`` (seconds), 90,
+    1.5 or a ``timedelta``; must be positive."""
+    expr = str(value)
+
+    def bad(msg: str) -> SpecError:
+        return SpecError(msg, expr=expr, field=field)
+
+    try:
+        if isinstance(value, timedelta):
+            td = value
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise bad(f"expected a duration such as '15m' or a number of seconds, got {type(value).__name__}")
+        elif isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                raise bad("duration must be finite")
+            td = timedelta(seconds=value)
+        else:
+            s = value.strip().lower()
+            if re.fullmatch(r"[0-9]+", s):
+                td = timedelta(seconds=int(s))
+            elif re.fullmatch(r"[0-9]+\.[0-9]+", s):
+                td = timedelta(seconds=float(s))
+            else:
+                td, pos, seen = timedelta(0), 0, set()
+                for m in _DUR_PART.finditer(s):
+                    unit = m.group(2)
+                    if m.start() != pos or unit not in _UNITS or _UNITS[unit] in seen:
+                        break
+                    seen.add(_UNITS[unit])
+                    td += timedelta(seconds=float(m.group(1)) * _UNITS[unit])
+                    pos = m.end()
+                if not s or pos != len(s):
+                    raise bad("not a duration; use e.g. '30s', '15m', '2h', '1d', '1w', '1h30m' or seconds")
+    except OverflowError:
+        raise bad("duration is too large") from None
+    if td <= timedelta(0):
+        raise bad("duration must be greater than zero")
+    return td
+
+
+def validate_tz(tz: str) -> ZoneInfo:
+    """The ``ZoneInfo`` for an IANA zone name; ``SpecError(field="tz")`` when unknown."""
+    if not isinstance(tz, str) or not tz.strip():
+        raise SpecError("time zone must be a non-empty IANA name such as 'Europe/Berlin'", expr=str(tz), field="tz")
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise SpecError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Berlin')",
+                        expr=tz, field="tz") from None
+
+
+def _utc(instant: object, what: str = "instant") -> datetime:
+    if not isinstance(instant, datetime):
+        raise SpecError(f"{what} must be a datetime, got {type(instant).__name__}", expr=repr(instant), field=what)
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise NaiveDatetimeError(what, instant)
+    return instant.astimezone(UTC)
+
+
+def _join(items: list[str], last: str = "and") -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# cron
+
+_ALIASES = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}  # fmt: skip
+_MONTH_NAMES = ("", "January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")
+_DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_MONTHS = {n[:3].upper(): i for i, n in enumerate(_MONTH_NAMES) if n}
+_DAYS = {n[:3].upper(): i for i, n in enumerate(_DAY_NAMES)}
+# name, lowest, highest, names
+_FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
+           ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
+_ORDINALS = ("", "first", "second", "third", "fourth", "fifth")
+
+
+def _star(text: str) -> bool:
+    return text[:1] in ("*", "?")
+
+
+class CronSpec:
+    """A 5-field cron expression evaluated in an IANA zone (see the module doc for DST)."""
+
+    def __init__(self, expr: str, tz: str | None = "UTC") -> None:
+        if not isinstance(expr, str):
+            raise SpecError("a cron expression must be a string", expr=repr(expr), field="expression")
+        self.expr = expr.strip()
+        self.tz = "UTC" if tz is None else tz
+        self._zone = validate_tz(self.tz)
+        text = self.expr
+        if text.startswith("@"):
+            if text.lower() not in _ALIASES:
+                raise SpecError(f"unknown alias; use one of {', '.join(_ALIASES)}", expr=self.expr,
+                                field="expression")
+            text = _ALIASES[text.lower()]
+        parts = text.upper().split()
+        if len(parts) != 5:
+            raise SpecError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}",
+                            expr=self.expr, field="expression")
+        self._fields = tuple(parts)
+        m, h, dom, mon, dow = parts
+        self._minutes = sorted({v for item in m.split(",") for v in self._item(0, item)})
+        self._hours = sorted({v for item in h.split(",") for v in self._item(1, item)})
+        self._months = sorted({v for item in mon.split(",") for v in self._item(3, item)})
+        self._parse_dom(dom)
+        self._parse_dow(dow)
+        self._and_rule = _star(dom) or _star(dow)
+        self.is_wildcard = _star(m) or _star(h)
+        self._day_cache: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._check_feasible()
+
+    # -- parsing ------------------------------------------------------------------------------
+    def _err(self, i: int, msg: str) -> SpecError:
+        return SpecError(msg, expr=self.expr, field=_FIELDS[i][0])
+
+    def _value(self, i: int, tok: str, item: str) -> int:
+        _, lo, hi, names = _FIELDS[i]
+        if re.fullmatch(r"[0-9]+", tok):
+            v = int(tok)
+        elif tok in names:
+            v = names[tok]
+        else:
+            raise self._err(i, f"invalid value {tok!r} in {item!r}")
+        if not lo <= v <= hi:
+            raise self._err(i, f"{v} in {item!r} is out of range {lo}-{hi}")
+        return v
+
+    def _item(self, i: int, item: str) -> range:
+        _, lo, hi, _ = _FIELDS[i]
+        top = 6 if i == 4 else hi  # '*' in day of week is 0-6 (7 is Sunday again)
+        base, slash, step = item.partition("/")
+        n = 1
+        if slash:
+            if not re.fullmatch(r"[0-9]+", step) or int(step) == 0:
+                raise self._err(i, f"invalid step {step!r} in {item!r}")
+            n = int(step)
+        if base in ("*", "?"):
+            a, b = lo, top
+        elif "-" in base:
+            x, _, y = base.partition("-")
+            a, b = self._value(i, x, item), self._value(i, y, item)
+            if a > b:
+                raise self._err(i, f"range {item!r} runs backwards")
+        else:
+            a = self._value(i, base, item)
+            b = max(a, top) if slash else a
+        return range(a, b + 1, n)
+
+    def _parse_dom(self, text: str) -> None:
+        self._dom, self._dom_last, self._dom_lw, self._dom_w = set(), False, False, set()
+        for item in text.split(","):
+            if item == "L":
+                self._dom_last = True
+            elif item == "LW":
+                self._dom_lw = True
+            elif re.fullmatch(r"[0-9]+W", item):
+                self._dom_w.add(self._value(2, item[:-1], item))
+            else:
+                self._dom.update(self._item(2, item))
+
+    def _parse_dow(self, text: str) -> None:
+        self._dow, self._dow_nth, self._dow_last = set(), set(), set()
+        for item in text.split(","):
+            if "#" in item:
+                wd, _, k = item.partition("#")
+                if not re.fullmatch(r"[1-5]", k):
+                    raise self._err(4, f"occurrence in {item!r} must be 1-5")
+                self._dow_nth.add((self._value(4, wd, item) % 7, int(k)))
+            elif item == "L":
+                raise self._err(4, "'L' in day of week needs a weekday, e.g. '5L' (last Friday)")
+            elif m := re.fullmatch(r"L(\w+)|(\w+)L", item):
+                self._dow_last.add(self._value(4, m.group(1) or m.group(2), item) % 7)
+            else:
+                self._dow.update(v % 7 for v in self._item(4, item))
+
+    def _check_feasible(self) -> None:
+        for mo in self._months:
+            lengths = (28, 29) if mo == 2 else (30,) if mo in (4, 6, 9, 11) else (31,)
+            if any(self._days_for(n, fw) for n in lengths for fw in range(7)):
+                return
+        field = 4 if _star(self._fields[2]) else 2
+        raise self._err(field, "the day fields never match a day of the given months")
+
+    # -- matching -----------------------------------------------------------------------------
+    def _days_for(self, length: int, first: int) -> tuple[int, ...]:
+        """Matching days of a month of ``length`` days whose 1st is cron weekday ``first``."""
+        key = (length, first)
+        if key in self._day_cache:
+            return self._day_cache[key]
+        wd = lambda d: (first + d - 1) % 7  # noqa: E731
+        special = set()
+        if self._dom_last:
+            special.add(length)
+        if self._dom_lw:
+            special.add(length - {6: 1, 0: 2}.get(wd(length), 0))
+        for n in self._dom_w:
+            if n <= length:  # '31W' does not fire in a 30-day month
+                if wd(n) == 6:
+                    special.add(n - 1 if n > 1 else n + 2)
+                elif wd(n) == 0:
+                    special.add(n + 1 if n < length else n - 2)
+                else:
+                    special.add(n)
+        out = []
+        for d in range(1, length + 1):
+            dm = d in self._dom or d in special
+            w = wd(d)
+            dw = (w in self._dow or (w, (d - 1) // 7 + 1) in self._dow_nth
+                  or (w in self._dow_last and d + 7 > length))
+            if (dm and dw) if self._and_rule else (dm or dw):
+                out.append(d)
+        self._day_cache[key] = days = tuple(out)
+        return days
+
+    def _next_wall(self, w: datetime) -> datetime | None:
+        """The first matching local wall time >= ``w`` (naive, whole minute)."""
+        y, mo, d, h, mi = w.year, w.month, w.day, w.hour, w.minute
+        months, hours, mins = self._months, self._hours, self._minutes
+        while y <= 9999:
+            if mo not in months:
+                i = bisect_left(months, mo)
+                y, mo = (y + 1, months[0]) if i == len(months) else (y, months[i])
+                d, h, mi = 1, 0, 0
+                continue
+            days = self._days_for(calendar.monthrange(y, mo)[1], (date(y, mo, 1).weekday() + 1) % 7)
+            i = bisect_left(days, d)
+            if i == len(days):
+                y, mo, d, h, mi = (y + 1, 1, 1, 0, 0) if mo == 12 else (y, mo + 1, 1, 0, 0)
+                continue
+            if days[i] != d:
+                d, h, mi = days[i], 0, 0
+            i = bisect_left(hours, h)
+            if i == len(hours):
+                d, h, mi = d + 1, 0, 0
+                continue
+            if hours[i] != h:
+                h, mi = hours[i], 0
+            i = bisect_left(mins, mi)
+            if i == len(mins):
+                h, mi = h + 1, 0
+                continue
+            return datetime(y, mo, d, h, mins[i])
+        return None
+
+    def _resolve(self, w: datetime) -> tuple[str, datetime, datetime | None]:
+        """``("unique", utc, None)``, ``("overlap", first, second)`` or ``("gap", gap_end, None)``."""
+        oa = w.replace(tzinfo=self._zone).utcoffset()
+        ob = w.replace(tzinfo=self._zone, fold=1).utcoffset()
+        ua = (w - oa).replace(tzinfo=UTC)
+        if oa == ob:
+            return "unique", ua, None
+        ub = (w - ob).replace(tzinfo=UTC)
+        if oa > ob:
+            return "overlap", ua, ub
+        # gap: fold=0 applies the old offset (an instant after the transition), fold=1 the new
+        # one (an instant before it); bisect for the transition, the first instant after the gap.
+        lo, hi = ub, ua
+        new = ob
+        while hi - lo > _SECOND:
+            mid = lo + timedelta(seconds=(hi - lo).total_seconds() // 2)
+            if mid.astimezone(self._zone).utcoffset() == new:
+                hi = mid
+            else:
+                lo = mid
+        return "gap", hi, None
+
+    def next_after(self, instant: datetime) -> datetime:
+        """The first fire time strictly after ``instant`` (aware, any zone), as aware UTC."""
+        u = _utc(instant)
+        loc = u.astimezone(self._zone)
+        wi = loc.replace(tzinfo=None, second=0, microsecond=0)
+        wild = self.is_wildcard
+        best = None
+        if wild and loc.fold == 0:
+            # ``instant`` may be in the first pass of an overlap: the second pass of an earlier
+            # wall time is then still ahead of it.
+            d = loc.utcoffset() - loc.replace(fold=1).utcoffset()
+            if d > timedelta(0):
+                w = self._next_wall(wi - d)
+                while w is not None and w <= wi + d:
+                    kind, _, second = self._resolve(w)
+                    if kind == "overlap" and second > u:
+                        best = second
+                        break
+                    w = self._next_wall(w + _MINUTE)
+        w = self._next_wall(wi + _MINUTE)
+        while w is not None:
+            kind, first, second = self._resolve(w)
+            if kind == "gap" and wild:
+                after = first.astimezone(self._zone).replace(tzinfo=None)
+                w = self._next_wall(max(after.replace(second=0, microsecond=0), w + _MINUTE))
+                continue
+            cand = first if first > u else second if (wild and second and second > u) else None
+            if cand is not None:
+                best = cand if best is None else min(best, cand)
+                break
+            w = self._next_wall(w + _MINUTE)
+        if best is None:
+            raise SpecError("no fire time before the year 10000", expr=self.expr, field="expression")
+        return best
+
+    # -- presentation -------------------------------------------------------------------------
+    def _dom_item(self, item: str) -> str:
+        if item == "L":
+            return "the last day"
+        if item == "LW":
+            return "the last weekday"
+        if item.endswith("W"):
+            return f"the weekday nearest day {int(item[:-1])}"
+        if re.fullmatch(r"[0-9]+", item):
+            return f"day {int(item)}"
+        if re.fullmatch(r"[0-9]+-[0-9]+", item):
+            a, b = item.split("-")
+            return f"days {int(a)} through {int(b)}"
+        return f"days {item}"
+
+    def _dow_item(self, item: str) -> str:
+        def name(tok: str) -> str:
+            return _DAY_NAMES[self._value(4, tok, item) % 7]
+        if "#" in item:
+            wd, _, k = item.partition("#")
+            return f"the {_ORDINALS[int(k)]} {name(wd)} of the month"
+        if m := re.fullmatch(r"L(\w+)|(\w+)L", item):
+            return f"the last {name(m.group(1) or m.group(2))} of the month"
+        if re.fullmatch(r"\w+-\w+", item):
+            a, b = item.split("-")
+            return f"{name(a)} through {name(b)}"
+        if re.fullmatch(r"\w+", item):
+            return name(item)
+        return f"weekdays {item}"
+
+    def describe(self) -> str:
+        """English, e.g. ``"at 09:30 on Monday through Friday"`` or ``"every 15 minutes"``."""
+        m, h, dom, mon, dow = self._fields
+        mins, hours = self._minutes, self._hours
+        step = re.fullmatch(r"[*?0]/([0-9]+)", m)
+        if _star(m) and _star(h) and "/" not in m + h:
+            out = "every minute"
+        elif step and _star(h) and "/" not in h and 60 % int(step.group(1)) == 0:
+            out = f"every {int(step.group(1))} minutes"
+        elif len(mins) == 1 and h in ("*", "?"):
+            out = "every hour" if mins[0] == 0 else f"every hour at minute {mins[0]}"
+        elif not _star(h) and len(mins) * len(hours) <= 4:
+            out = "at " + _join([f"{hh:02d}:{mm:02d}" for hh in hours for mm in mins])
+        else:
+            out = f"at minute {m} past " + ("every hour" if h in ("*", "?") else f"hour {h}")
+        days = []
+        if not (dom in ("*", "?")):
+            days.append("on " + _join([self._dom_item(x) for x in dom.split(",")]) + " of the month")
+        if not (dow in ("*", "?")):
+            days.append("on " + _join([self._dow_item(x) for x in dow.split(",")], "or"))
+        if days:
+            out += " " + (" and " if self._and_rule else " or ").join(days)
+        if not _star(mon) or "/" in mon:
+            out += " in " + _join([_MONTH_NAMES[x] for x in self._months])
+        elif not days and out.startswith("at "):
+            out += " every day"
+        return out + ("" if self.tz == "UTC" else f" ({self.tz})")
+
+    def text(self) -> str:
+        """Canonical storable text (aliases expanded, upper case): ``"cron:0 0 1 * *"``."""
+        return "cron:" + " ".join(self._fields)
+
+    def __repr__(self) -> str:
+        return f"CronSpec({self.expr!r}, tz={self.tz!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CronSpec) and (self.text(), self.tz) == (other.text(), other.tz)
+
+    def __hash__(self) -> int:
+        return hash((self.text(), self.tz))
+
+
+# ---------------------------------------------------------------------------------------------
+# intervals
+
+
+def _plural(n: int | float, unit: str) -> str:
+    return f"{n} {unit}" + ("" if n == 1 else "s")
+
+
+class IntervalSpec:
+    """Elapsed time: fires at ``anchor + k * every`` (k >= 0) in absolute time, DST-immune."""
+
+    tz = "UTC"
+    is_wildcard = True
+
+    def __init__(self, every: str | int | float | timedelta, anchor: datetime | None = None) -> None:
+        self.every = parse_duration(every, field="every")
+        if anchor is not None:
+            if not isinstance(anchor, datetime) or anchor.tzinfo is None or anchor.utcoffset() is None:
+                raise SpecError("anchor must be a timezone-aware datetime", expr=repr(anchor), field="anchor")
+            anchor = anchor.astimezone(UTC)
+        self.anchor = anchor
+
+    def with_anchor(self, anchor: datetime) -> IntervalSpec:
+        return IntervalSpec(self.every, anchor)
+
+    def next_after(self, instant: datetime) -> datetime:
+        """The first ``anchor + k * every`` strictly after ``instant``, as aware UTC."""
+        u = _utc(instant)
+        if self.anchor is None:
+            raise SpecError("interval has no anchor", expr=self.text(), field="anchor")
+        if u < self.anchor:
+            return self.anchor
+        return self.anchor + ((u - self.anchor) // self.every + 1) * self.every
+
+    def describe(self) -> str:
+        total_us = self.every // timedelta(microseconds=1)
+        secs, us = divmod(total_us, 10**6)
+        d, rest = divmod(secs, 86400)
+        parts = [_plural(d, "day")] if d else []
+        hh, rest = divmod(rest, 3600)
+        mm, ss = divmod(rest, 60)
+        parts += [_plural(hh, "hour")] if hh else []
+        parts += [_plural(mm, "minute")] if mm else []
+        if ss or us:
+            parts.append(_plural(ss + us / 10**6 if us else ss, "second"))
+        if len(parts) == 1 and parts[0].startswith("1 "):
+            return "every " + parts[0][2:]
+        return "every " + " ".join(parts)
+
+    def text(self) -> str:
+        """Canonical storable text without the anchor: ``"every:900s"``."""
+        secs, us = divmod(self.every // timedelta(microseconds=1), 10**6)
+        return f"every:{secs}s" if not us else f"every:{secs}.{us:06d}".rstrip("0") + "s"
+
+    def __repr__(self) -> str:
+        return f"IntervalSpec({self.text()[6:]!r}, anchor={self.anchor!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IntervalSpec) and (self.every, self.anchor) == (other.every, other.anchor)
+
+    def __hash__(self) -> int:
+        return hash((self.every, self.anchor))
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def parse_spec(
+    *,
+    cron: str | None = None,
+    every: str | int | float | timedelta | None = None,
+    tz: str | None = None,
+    anchor: datetime | None = None,
+) -> CronSpec | IntervalSpec:
+    """Exactly one of ``cron`` / ``every``. A zone applies to cron only (an interval is elapsed
+    time), so ``every`` with a ``tz`` other than UTC is an error; ``anchor`` is ignored for cron."""
+    if (cron is None) == (every is None):
+        raise SpecError("give exactly one of cron or every", expr=f"cron={cron!r} every={every!r}",
+                        field="cron/every")
+    if cron is not None:
+        return CronSpec(cron, "UTC" if tz is None else tz)
+    if tz is not None and tz not in ("UTC", "Etc/UTC"):
+        raise SpecError("a time zone applies to cron schedules only; an interval is elapsed time "
+                        "and ignores DST", expr=str(tz), field="tz")
+    return IntervalSpec(every, anchor)
+
+
+def spec_from_text(text: str, tz: str | None = None, anchor: datetime | None = None) -> CronSpec | IntervalSpec:
+    """Inverse of ``.text()``: ``"cron:..."`` (with ``tz``) or ``"every:...s"`` (with ``anchor``)."""
+    kind, sep, body = str(text).partition(":")
+    if sep and kind == "cron":
+        return parse_spec(cron=body, tz=tz)
+    if sep and kind == "every":
+        return parse_spec(every=body, tz=tz, anchor=anchor)
+    raise SpecError("stored spec text must start with 'cron:' or 'every:'", expr=str(text), field="spec")

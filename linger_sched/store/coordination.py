@@ -1,0 +1,312 @@
+"""Schedules, the leader lease and the node registry: the rows several nodes coordinate on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+
+from ..errors import ScheduleNotFoundError
+from .store import JobStore, Lease
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    name: str
+    task: str
+    spec: str
+    tz: str
+    anchor: datetime | None
+    args: str
+    options: str
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    paused: bool
+    enabled: bool
+    spec_hash: str
+    updated_at: datetime
+
+
+@dataclass
+class Occurrence:
+    """One row a schedule's tick writes: a job to run, or a ``skipped`` record with a reason."""
+
+    scheduled_for: datetime
+    state: str = "queued"  # or "skipped"
+    occurrences: int = 1
+    reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """What one due schedule materializes: compare-and-set ``next_run_at`` from ``expected``
+    to ``next_run_at`` and insert ``occurrences`` (insert-if-absent on the occurrence key)."""
+
+    name: str
+    expected: datetime
+    next_run_at: datetime | None
+    occurrences: list[Occurrence]
+    task: str
+    args: str
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: str
+    host: str
+    pid: int
+    roles: str
+    registry_hash: str | None
+    version: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+class Store(JobStore):
+    """All persistence of one linger-sched installation (one database, one table prefix)."""
+
+    # -- leader lease -------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> Lease | None:
+        """Acquire or renew lease ``name`` for ``holder`` until ``now + ttl``.
+
+        Succeeds when the row is absent, already ``holder``'s, or expired; the epoch grows by
+        one on every change of holder. Returns the lease when ``holder`` holds it, else None."""
+        ls = self.t.leases
+
+        def run(conn: sa.Connection) -> Lease | None:
+            # MySQL applies SET clauses left to right on the *new* values: epoch and
+            # acquired_at must be computed before holder changes.
+            n = conn.execute(
+                sa.update(ls)
+                .where(ls.c.name == name, sa.or_(ls.c.holder == holder, ls.c.expires_at <= self._now(now)))
+                .ordered_values(
+                    (ls.c.epoch, sa.case((ls.c.holder == holder, ls.c.epoch), else_=ls.c.epoch + 1)),
+                    (ls.c.acquired_at, sa.case((ls.c.holder == holder, ls.c.acquired_at), else_=self._now(now))),
+                    (ls.c.holder, holder),
+                    (ls.c.expires_at, self._now(now, ttl)),
+                )
+            ).rowcount
+            if n == 0:
+                conn.execute(
+                    self.dialect.insert_ignore(ls).values(
+                        name=name, holder=holder, epoch=1, acquired_at=self._now(now), expires_at=self._now(now, ttl)
+                    )
+                )
+            row = conn.execute(sa.select(ls).where(ls.c.name == name)).first()
+            if row is None or row.holder != holder:
+                return None
+            return Lease(row.name, row.holder, row.epoch, row.expires_at)
+
+        return self._tx(run)
+
+    def release_lease(self, name: str, holder: str, now: datetime | None = None) -> bool:
+        """Expire ``holder``'s lease at once so a peer takes over on its next tick."""
+        ls = self.t.leases
+        stmt = sa.update(ls).where(ls.c.name == name, ls.c.holder == holder).values(expires_at=self._now(now))
+        return bool(self._tx(lambda c: c.execute(stmt).rowcount))
+
+    def get_lease(self, name: str) -> Lease | None:
+        ls = self.t.leases
+        row = self._tx(lambda c: c.execute(sa.select(ls).where(ls.c.name == name)).first())
+        return None if row is None else Lease(row.name, row.holder, row.epoch, row.expires_at)
+
+    # -- nodes --------------------------------------------------------------------------
+    def register_node(
+        self, node: str, *, host: str, pid: int, roles: str, registry_hash: str | None, version: str,
+        now: datetime | None = None,
+    ) -> None:
+        n = self.t.nodes
+
+        def run(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(n).where(n.c.id == node))
+            conn.execute(
+                sa.insert(n).values(
+                    id=node, host=host, pid=pid, roles=roles, registry_hash=registry_hash, version=version,
+                    started_at=self._now(now), heartbeat_at=self._now(now),
+                )
+            )
+
+        self._tx(run)
+
+    def heartbeat_node(self, node: str, now: datetime | None = None) -> None:
+        n = self.t.nodes
+        self._tx(lambda c: c.execute(sa.update(n).where(n.c.id == node).values(heartbeat_at=self._now(now))))
+
+    def remove_node(self, node: str) -> None:
+        n = self.t.nodes
+        self._tx(lambda c: c.execute(sa.delete(n).where(n.c.id == node)))
+
+    def list_nodes(self) -> list[NodeRow]:
+        n = self.t.nodes
+        rows = self._tx(lambda c: list(c.execute(sa.select(n).order_by(n.c.started_at))))
+        return [NodeRow(*r) for r in rows]
+
+    def prune_nodes(self, older_than: float, now: datetime | None = None) -> int:
+        """Forget nodes whose last heartbeat is older than ``older_than`` seconds."""
+        n = self.t.nodes
+        stmt = sa.delete(n).where(n.c.heartbeat_at < self._now(now, -older_than))
+        return self._tx(lambda c: c.execute(stmt).rowcount)
+
+    # -- schedules ----------------------------------------------------------------------
+    def load_schedules(self, names: Iterable[str] | None = None) -> list[ScheduleRow]:
+        s = self.t.schedules
+        stmt = sa.select(s).order_by(s.c.name)
+        if names is not None:
+            stmt = stmt.where(s.c.name.in_(list(names)))
+        return [ScheduleRow(*r) for r in self._tx(lambda c: list(c.execute(stmt)))]
+
+    def get_schedule(self, name: str) -> ScheduleRow:
+        rows = self.load_schedules([name])
+        if not rows:
+            raise ScheduleNotFoundError(name)
+        return rows[0]
+
+    def save_schedules(
+        self,
+        inserts: Sequence[dict[str, Any]] = (),
+        updates: Sequence[dict[str, Any]] = (),
+        disable: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> None:
+        """Registration sync in one transaction: insert new schedules (if absent), update
+        changed ones by name (each dict has ``name`` and the columns to set), disable
+        vanished ones (``enabled = false``; their history stays)."""
+        s = self.t.schedules
+
+        def run(conn: sa.Connection) -> None:
+            for row in inserts:
+                conn.execute(self.dialect.insert_ignore(s).values(**row, updated_at=self._now(now)))
+            for row in updates:
+                values = {k: v for k, v in row.items() if k != "name"}
+                conn.execute(sa.update(s).where(s.c.name == row["name"]).values(**values, updated_at=self._now(now)))
+            if disable:
+                conn.execute(
+                    sa.update(s).where(s.c.name.in_(list(disable))).values(enabled=False, updated_at=self._now(now))
+                )
+
+        self._tx(run)
+
+    def due_schedules(self, now: datetime | None = None, limit: int = 1000) -> list[ScheduleRow]:
+        """Enabled, unpaused schedules with ``next_run_at <= now``, oldest first (index scan)."""
+        s = self.t.schedules
+        stmt = (
+            sa.select(s)
+            .where(s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at <= self._now(now))
+            .order_by(s.c.next_run_at)
+            .limit(limit)
+        )
+        return [ScheduleRow(*r) for r in self._tx(lambda c: list(c.execute(stmt)))]
+
+    def next_schedule_at(self) -> datetime | None:
+        """The earliest ``next_run_at`` of an enabled, unpaused schedule."""
+        s = self.t.schedules
+        stmt = sa.select(s.c.next_run_at).where(
+            s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at.is_not(None)
+        ).order_by(s.c.next_run_at).limit(1)
+        return self._tx(lambda c: c.execute(stmt).scalar())
+
+    def active_schedule_names(self, names: Sequence[str]) -> set[str]:
+        """Which of ``names`` have a job that is queued or running (for ``overlap: skip``)."""
+        if not names:
+            return set()
+        j = self.t.jobs
+        stmt = sa.select(j.c.schedule_name).where(
+            j.c.schedule_name.in_(list(names)), j.c.state.in_(("queued", "running"))
+        ).distinct()
+        return {r[0] for r in self._tx(lambda c: list(c.execute(stmt)))}
+
+    def materialize(
+        self, plans: Sequence[Plan], *, lease: str, holder: str, epoch: int, now: datetime | None = None
+    ) -> list[str]:
+        """Commit due occurrences, fenced by the leader lease, in one transaction.
+
+        Nothing is written unless ``holder`` still holds ``lease`` at ``epoch`` and it has not
+        expired. Each plan is applied only if the schedule's ``next_run_at`` still equals
+        ``plan.expected`` (compare-and-set), so a deposed or concurrent leader cannot create
+        an occurrence twice; the unique (schedule_name, scheduled_for) key is the last line of
+        defence. Returns the names of the schedules whose plans were applied."""
+        if not plans:
+            return []
+        s, j, ls = self.t.schedules, self.t.jobs, self.t.leases
+
+        def run(conn: sa.Connection) -> list[str]:
+            fence = (
+                sa.select(ls.c.name)
+                .where(ls.c.name == lease, ls.c.holder == holder, ls.c.epoch == epoch, ls.c.expires_at > self._now(now))
+                .with_for_update(read=True)
+            )
+            if conn.execute(fence).first() is None:
+                return []
+            applied: list[str] = []
+            rows: list[dict[str, Any]] = []
+            for p in plans:
+                last = max((o.scheduled_for for o in p.occurrences), default=None)
+                values: dict[str, Any] = {"next_run_at": p.next_run_at}
+                if last is not None:
+                    values["last_run_at"] = last
+                n = conn.execute(
+                    sa.update(s).where(s.c.name == p.name, s.c.next_run_at == p.expected).values(values)
+                ).rowcount
+                if n != 1:
+                    continue
+                applied.append(p.name)
+                for o in p.occurrences:
+                    rows.append(
+                        {
+                            "task": p.task, "args": p.args, "queue": p.queue, "priority": p.priority,
+                            "max_attempts": p.max_attempts, "state": o.state, "attempts": 0,
+                            "schedule_name": p.name, "scheduled_for": o.scheduled_for,
+                            "occurrences": o.occurrences, "reason": o.reason, "unique_key": None,
+                            "run_at": o.scheduled_for, "created_at": now,
+                            "finished_at": now if o.state == "skipped" else None,
+                        }
+                    )
+            if rows:
+                self._insert_occurrences(conn, rows, now)
+            return applied
+
+        return self._tx(run)
+
+    def _insert_occurrences(self, conn: sa.Connection, rows: list[dict[str, Any]], now: datetime | None) -> None:
+        j = self.t.jobs
+        if now is None:
+            db_now = conn.execute(sa.select(self.dialect.now())).scalar_one()
+            for r in rows:
+                r["created_at"] = db_now
+                if r["finished_at"] is None and r["state"] == "skipped":
+                    r["finished_at"] = db_now
+        for r in rows:
+            if r["state"] == "skipped":
+                r["finished_at"] = r["created_at"]
+        conn.execute(self.dialect.insert_ignore(j), rows)
+
+    def set_paused(self, name: str, paused: bool, next_run_at: datetime | None = None, now: datetime | None = None) -> None:
+        s = self.t.schedules
+        values: dict[str, Any] = {"paused": paused, "updated_at": self._now(now)}
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+
+        def run(conn: sa.Connection) -> None:
+            if conn.execute(sa.update(s).where(s.c.name == name).values(values)).rowcount == 0:
+                raise ScheduleNotFoundError(name)
+
+        self._tx(run)
+
+    def last_outcomes(self, names: Sequence[str]) -> dict[str, tuple[datetime | None, str]]:
+        """For each schedule, (scheduled_for, state) of its newest occurrence row."""
+        if not names:
+            return {}
+        j = self.t.jobs
+        newest = (
+            sa.select(j.c.schedule_name, sa.func.max(j.c.id).label("id"))
+            .where(j.c.schedule_name.in_(list(names)))
+            .group_by(j.c.schedule_name)
+            .subquery()
+        )
+        stmt = sa.select(j.c.schedule_name, j.c.scheduled_for, j.c.state).join(newest, j.c.id == newest.c.id)
+        return {r[0]: (r[1], r[2]) for r in self._tx(lambda c: list(c.execute(stmt)))}

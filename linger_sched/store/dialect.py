@@ -1,0 +1,190 @@
+"""The only code that branches on the database dialect.
+
+SQLite, PostgreSQL and MySQL/MariaDB differ in: how an engine is set up, how to read the
+database clock, how to add seconds to it, how to insert-if-absent, how to claim a batch of rows
+under concurrency, and which driver errors mean "try again" or "connection lost".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from ..errors import ConfigError
+from .tables import UTCDateTime
+
+MYSQL_NAMES = ("mysql", "mariadb")
+
+
+def normalize_url(url: str) -> sa.URL:
+    """Pick the drivers linger-sched installs when the URL names none."""
+    try:
+        u = make_url(url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError
+        raise ConfigError(f"not a database URL: {url!r} ({exc})", key="database") from exc
+    backend, _, driver = u.drivername.partition("+")
+    if backend in ("postgres", "postgresql") and not driver:
+        u = u.set(drivername="postgresql+psycopg")
+    elif backend == "postgres":
+        u = u.set(drivername=f"postgresql+{driver}")
+    elif backend in MYSQL_NAMES and not driver:
+        if importlib.util.find_spec("MySQLdb") is None:
+            u = u.set(drivername=f"{backend}+pymysql")
+    elif backend not in ("sqlite", "postgresql", *MYSQL_NAMES):
+        raise ConfigError(
+            f"unsupported database {backend!r} in {url!r}: use sqlite:///, postgresql:// or mysql:// (mariadb://)",
+            key="database",
+        )
+    if backend == "sqlite" and u.database in (None, "", ":memory:"):
+        raise ConfigError(
+            "in-memory SQLite cannot be shared by worker threads and processes; "
+            "use a file, e.g. sqlite:///linger.db",
+            key="database",
+        )
+    return u
+
+
+def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
+    u = normalize_url(url)
+    name = u.get_backend_name()
+    if name == "sqlite":
+        engine = sa.create_engine(
+            u, echo=echo, connect_args={"check_same_thread": False, "timeout": 30.0}, pool_size=8, max_overflow=8
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # We issue BEGIN ourselves: pysqlite's implicit transactions would defer the write
+            # lock to the first write, where a busy peer can only be answered with "locked".
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: sa.Connection) -> None:
+            # IMMEDIATE takes the write lock up front, so a transaction waits (busy_timeout)
+            # instead of failing when it later upgrades from read to write.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if name in MYSQL_NAMES:
+        engine = sa.create_engine(
+            u, echo=echo, pool_pre_ping=True, isolation_level="READ COMMITTED", pool_recycle=3600
+        )
+
+        @event.listens_for(engine, "connect")
+        def _mysql_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("SET time_zone = '+00:00'")
+            cur.close()
+
+        return engine
+    return sa.create_engine(u, echo=echo, pool_pre_ping=True)
+
+
+class Dialect:
+    """Dialect-specific SQL fragments for one engine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.name = engine.dialect.name
+        self.is_sqlite = self.name == "sqlite"
+        self.is_postgres = self.name == "postgresql"
+        self.is_mysql = self.name in MYSQL_NAMES
+        self.server_version = ""
+
+    # -- the database clock -------------------------------------------------------------
+    def now(self, plus_seconds: float = 0.0) -> sa.ColumnElement[Any]:
+        """The database's current UTC time (plus some seconds), as a SQL expression."""
+        if self.is_sqlite:
+            args: list[Any] = ["%Y-%m-%d %H:%M:%f", "now"]
+            if plus_seconds:
+                args.append(f"{plus_seconds:+.6f} seconds")
+            # pad to the 6-digit fraction SQLAlchemy stores, so text comparison is time order
+            expr = sa.func.strftime(*args).op("||")(sa.literal_column("'000'"))
+        elif self.is_postgres:
+            expr = sa.literal_column("(clock_timestamp() AT TIME ZONE 'UTC')")
+            if plus_seconds:
+                expr = expr + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam(None, float(plus_seconds), sa.Float))
+        else:
+            expr = sa.func.utc_timestamp(6)
+            if plus_seconds:
+                expr = sa.func.timestampadd(sa.literal_column("MICROSECOND"), int(plus_seconds * 1_000_000), expr)
+        return sa.type_coerce(expr, UTCDateTime())
+
+    # -- insert-if-absent ---------------------------------------------------------------
+    def insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT that does nothing when a unique key already holds the row.
+
+        On MySQL the no-op update sets LAST_INSERT_ID to the existing row's id, so
+        ``lastrowid`` names the row that won, inserted or not.
+        """
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        if self.is_postgres:
+            return postgresql.insert(table).on_conflict_do_nothing()
+        pk = list(table.primary_key.columns)[0]
+        if "id" in table.c:
+            return mysql.insert(table).on_duplicate_key_update({pk.name: sa.func.last_insert_id(pk)})
+        return mysql.insert(table).on_duplicate_key_update({pk.name: pk})
+
+    @property
+    def insert_returning(self) -> bool:
+        return not self.is_mysql
+
+    # -- claiming -----------------------------------------------------------------------
+    def claim(
+        self,
+        conn: sa.Connection,
+        jobs: sa.Table,
+        where: Sequence[sa.ColumnElement[bool]],
+        order_by: Sequence[sa.ColumnElement[Any]],
+        limit: int,
+        values: dict[str, Any],
+        returning: Sequence[sa.ColumnElement[Any]],
+    ) -> list[sa.Row[Any]]:
+        """Mark up to ``limit`` rows matching ``where`` (in ``order_by``) with ``values``.
+
+        Runs inside the caller's transaction and returns the claimed rows *after* the update.
+        SQLite serializes writers, so one UPDATE ... RETURNING is race-free; PostgreSQL and
+        MySQL/MariaDB lock the candidates with FOR UPDATE SKIP LOCKED so that concurrent
+        claimers take disjoint batches without waiting on each other.
+        """
+        pick = sa.select(jobs.c.id).where(*where).order_by(*order_by).limit(limit)
+        if self.is_sqlite:
+            stmt = sa.update(jobs).where(jobs.c.id.in_(pick.scalar_subquery())).values(values).returning(*returning)
+            return list(conn.execute(stmt))
+        if self.is_postgres:
+            cte = pick.with_for_update(skip_locked=True).cte("picked")
+            stmt = sa.update(jobs).where(jobs.c.id == cte.c.id).values(values).returning(*returning)
+            return list(conn.execute(stmt))
+        ids = [r[0] for r in conn.execute(pick.with_for_update(skip_locked=True))]
+        if not ids:
+            return []
+        conn.execute(sa.update(jobs).where(jobs.c.id.in_(ids)).values(values))
+        return list(conn.execute(sa.select(*returning).where(jobs.c.id.in_(ids))))
+
+    # -- errors -------------------------------------------------------------------------
+    def is_retryable(self, exc: BaseException) -> bool:
+        """Deadlocks, lock timeouts and serialization failures: the transaction may be retried."""
+        orig = getattr(exc, "orig", exc)
+        text = str(orig).lower()
+        if self.is_sqlite:
+            return "database is locked" in text or "database is busy" in text
+        if self.is_postgres:
+            code = getattr(orig, "sqlstate", None)
+            return code in ("40001", "40P01", "55P03")
+        code = orig.args[0] if getattr(orig, "args", None) else None
+        return code in (1205, 1213)
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return bool(getattr(exc, "connection_invalidated", False)) or isinstance(
+            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        ) and not self.is_retryable(exc)

@@ -1,0 +1,530 @@
+"""The Store: every SQL statement linger-sched runs, behind one documented contract.
+
+Conventions of every method:
+* ``now: datetime | None``: ``None`` means the database's own clock (production); an aware
+  datetime is used instead (tests with a fake clock). Lease expiry and due checks therefore
+  never depend on a node's wall clock.
+* Each public method is one short transaction; deadlocks and SQLite busy errors are retried,
+  every other driver error is raised as :class:`~linger_sched.errors.StoreError` ``from`` it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+import sqlalchemy as sa
+
+from ..errors import JobNotFoundError, JobStateError, SchemaError, ScheduleNotFoundError, StoreError
+from .dialect import Dialect, create_engine
+from .tables import ACTIVE_STATES, SCHEMA_VERSION, build_metadata
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A row of the job table, as the API and the CLI show it."""
+
+    id: int
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    priority: int
+    state: str
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    locked_by: str | None
+    locked_until: datetime | None
+    last_error: str | None
+    schedule_name: str | None
+    scheduled_for: datetime | None
+    occurrences: int
+    reason: str | None
+    unique_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to run a claimed job."""
+
+    id: int
+    task: str
+    args: str
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    schedule_name: str | None
+    scheduled_for: datetime | None
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    epoch: int
+    expires_at: datetime
+
+
+def encode_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str:
+    payload: dict[str, Any] = {}
+    if args:
+        payload["args"] = list(args)
+    if kwargs:
+        payload["kwargs"] = kwargs
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
+    payload = json.loads(text) if text else {}
+    return list(payload.get("args", ())), dict(payload.get("kwargs", {}))
+
+
+class JobStore:
+    """Plumbing, schema and the job table. :class:`Store` adds schedules, leases and nodes."""
+
+    def __init__(self, url: str, *, table_prefix: str = "linger_", engine: sa.Engine | None = None) -> None:
+        self.url = url
+        self.prefix = table_prefix
+        self.engine = engine if engine is not None else create_engine(url)
+        self.dialect = Dialect(self.engine)
+        self.metadata, self.t = build_metadata(table_prefix)
+        j = self.t.jobs
+        self._claim_cols = (
+            j.c.id, j.c.task, j.c.args, j.c.queue, j.c.priority, j.c.attempts,
+            j.c.max_attempts, j.c.schedule_name, j.c.scheduled_for,
+        )
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _now(self, now: datetime | None, plus: float = 0.0) -> sa.ColumnElement[Any]:
+        if now is None:
+            return self.dialect.now(plus)
+        from .tables import UTCDateTime
+
+        return sa.bindparam(None, now + timedelta(seconds=plus) if plus else now, UTCDateTime())
+
+    def _tx(self, fn: Callable[[sa.Connection], T], *, retries: int = 8) -> T:
+        delay = 0.01
+        for attempt in range(retries):
+            try:
+                with self.engine.begin() as conn:
+                    return fn(conn)
+            except sa.exc.DBAPIError as exc:
+                if self.dialect.is_retryable(exc) and attempt < retries - 1:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                raise StoreError(f"{self.dialect.name} error: {exc.orig}") from exc
+            except sa.exc.SQLAlchemyError as exc:
+                raise StoreError(f"{self.dialect.name} error: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------
+    def install_schema(self) -> None:
+        """Create every table and index that is missing and record the schema version.
+
+        Idempotent, and safe when several nodes start at once."""
+
+        def run(conn: sa.Connection) -> None:
+            self.metadata.create_all(conn, checkfirst=True)
+            conn.execute(
+                self.dialect.insert_ignore(self.t.meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+
+        try:
+            self._tx(run)
+        except StoreError:
+            # two nodes creating the same table at once: the loser's CREATE fails; check again
+            time.sleep(0.2)
+            self._tx(run)
+
+    def schema_version(self) -> int | None:
+        """The installed schema version, or None when the tables are missing."""
+        if not sa.inspect(self.engine).has_table(self.t.meta.name):
+            return None
+        row = self._tx(lambda c: c.execute(sa.select(self.t.meta.c.value).where(self.t.meta.c.key == "schema_version")).first())
+        return int(row[0]) if row else None
+
+    def upgrade_schema(self) -> tuple[int | None, int]:
+        """Move an older schema forward to :data:`SCHEMA_VERSION`; returns (from, to)."""
+        before = self.schema_version()
+        if before is not None and before > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database schema is version {before}, newer than this linger-sched ({SCHEMA_VERSION}); upgrade the package"
+            )
+        # Version 1 is the first schema: upgrading is creating what is missing.
+        self.install_schema()
+
+        def bump(conn: sa.Connection) -> None:
+            conn.execute(sa.update(self.t.meta).where(self.t.meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+        self._tx(bump)
+        return before, SCHEMA_VERSION
+
+    def check_schema(self) -> None:
+        version = self.schema_version()
+        if version is None:
+            raise SchemaError(
+                f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.engine.url.render_as_string(hide_password=True)}; "
+                "run `linger-sched db init`"
+            )
+        if version != SCHEMA_VERSION:
+            raise SchemaError(f"schema version {version}, expected {SCHEMA_VERSION}: run `linger-sched db upgrade`")
+
+    def drop_schema(self) -> None:
+        """Drop every linger-sched table of this prefix (tests and uninstall)."""
+        self._tx(lambda c: self.metadata.drop_all(c, checkfirst=True))
+
+    def db_now(self) -> datetime:
+        """The database's current UTC time."""
+        return self._tx(lambda c: c.execute(sa.select(self.dialect.now())).scalar_one())
+
+    # -- jobs: producers ----------------------------------------------------------------
+    def enqueue(self, rows: list[dict[str, Any]], now: datetime | None = None) -> list[int]:
+        """Insert jobs in one transaction; returns their ids in order.
+
+        Each row has ``task, args (JSON text), queue, priority, max_attempts`` and optional
+        ``run_at`` (aware) or ``delay`` (seconds from now), ``unique_key``. A row whose
+        ``unique_key`` is held by a queued or running job inserts nothing and yields that
+        job's id instead.
+        """
+        j = self.t.jobs
+
+        def values(row: dict[str, Any]) -> dict[str, Any]:
+            run_at = row.get("run_at")
+            v = {
+                "task": row["task"],
+                "args": row.get("args", "{}"),
+                "queue": row.get("queue", "default"),
+                "priority": row.get("priority", 0),
+                "max_attempts": row.get("max_attempts", 3),
+                "state": "queued",
+                "attempts": 0,
+                "unique_key": row.get("unique_key"),
+                "run_at": run_at if run_at is not None else self._now(now, row.get("delay") or 0.0),
+                "created_at": self._now(now),
+            }
+            for extra in ("schedule_name", "scheduled_for", "reason"):
+                if row.get(extra) is not None:
+                    v[extra] = row[extra]
+            return v
+
+        def run(conn: sa.Connection) -> list[int]:
+            plain = [i for i, r in enumerate(rows) if not r.get("unique_key") and not r.get("delay")]
+            ids: dict[int, int] = {}
+            if len(plain) > 1:
+                # one multi-row statement: every value must be a plain parameter
+                ts = now if now is not None else conn.execute(sa.select(self.dialect.now())).scalar_one()
+                params = []
+                for i in plain:
+                    v = values(rows[i])
+                    v["created_at"] = ts
+                    if rows[i].get("run_at") is None:
+                        v["run_at"] = ts
+                    params.append(v)
+                if self.dialect.insert_returning:
+                    got = conn.execute(sa.insert(j).returning(j.c.id, sort_by_parameter_order=True), params)
+                    plain_ids = [g[0] for g in got]
+                else:
+                    plain_ids = [conn.execute(sa.insert(j).values(p)).inserted_primary_key[0] for p in params]
+                ids.update(zip(plain, plain_ids))
+            for i, r in enumerate(rows):
+                if i not in ids:
+                    ids[i] = self._insert_one(conn, values(r), r.get("unique_key"))
+            return [ids[i] for i in range(len(rows))]
+
+        return self._tx(run)
+
+    def _insert_one(self, conn: sa.Connection, v: dict[str, Any], unique_key: str | None) -> int:
+        j = self.t.jobs
+        if not unique_key:
+            if self.dialect.insert_returning:
+                return int(conn.execute(sa.insert(j).values(v).returning(j.c.id)).scalar_one())
+            return int(conn.execute(sa.insert(j).values(v)).inserted_primary_key[0])
+        for _ in range(5):
+            stmt = self.dialect.insert_ignore(j).values(v)
+            if self.dialect.insert_returning:
+                got = conn.execute(stmt.returning(j.c.id)).first()
+                if got is not None:
+                    return int(got[0])
+            else:
+                res = conn.execute(stmt)
+                if res.lastrowid:
+                    return int(res.lastrowid)
+            existing = conn.execute(sa.select(j.c.id).where(j.c.active_key == unique_key)).first()
+            if existing is not None:
+                return int(existing[0])
+        raise StoreError(f"could not enqueue job with unique_key {unique_key!r}")
+
+    # -- jobs: workers ------------------------------------------------------------------
+    def claim(
+        self, node: str, queues: Sequence[str] | None, limit: int, lease_ttl: float, now: datetime | None = None
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` due jobs (``queued``, ``run_at <= now``, in ``queues`` or any
+        queue when None) in order (priority, run_at, id); they become ``running``, locked by
+        ``node`` until ``now + lease_ttl``, with ``attempts + 1`` and ``started_at = now``."""
+        if limit <= 0:
+            return []
+        j = self.t.jobs
+        where = [j.c.state == "queued", j.c.run_at <= self._now(now)]
+        if queues:
+            where.append(j.c.queue.in_(list(queues)))
+        values = {
+            "state": "running",
+            "locked_by": node,
+            "locked_until": self._now(now, lease_ttl),
+            "attempts": j.c.attempts + 1,
+            "started_at": self._now(now),
+        }
+
+        def run(conn: sa.Connection) -> list[Claimed]:
+            rows = self.dialect.claim(
+                conn, j, where, (j.c.priority, j.c.run_at, j.c.id), limit, values, self._claim_cols
+            )
+            out = [Claimed(*r) for r in rows]
+            out.sort(key=lambda c: (c.priority, c.id))
+            return out
+
+        return self._tx(run)
+
+    def next_due(self, queues: Sequence[str] | None, now: datetime | None = None) -> tuple[datetime | None, datetime]:
+        """(earliest run_at of a queued job in ``queues``, the store's now): how long to sleep."""
+        j = self.t.jobs
+        stmt = sa.select(sa.func.min(j.c.run_at), self._now(now)).where(j.c.state == "queued")
+        if queues:
+            stmt = stmt.where(j.c.queue.in_(list(queues)))
+
+        def run(conn: sa.Connection) -> tuple[datetime | None, datetime]:
+            row = conn.execute(stmt).one()
+            earliest = row[0]
+            if isinstance(earliest, str):  # min() over a TypeDecorator column loses the type on SQLite
+                earliest = datetime.fromisoformat(earliest)
+            if earliest is not None and earliest.tzinfo is None:
+                from datetime import timezone
+
+                earliest = earliest.replace(tzinfo=timezone.utc)
+            return earliest, row[1]
+
+        return self._tx(run)
+
+    def extend(self, node: str, lease_ttl: float, now: datetime | None = None) -> int:
+        """Heartbeat: push ``locked_until`` to ``now + lease_ttl`` for every job ``node`` runs."""
+        j = self.t.jobs
+        stmt = (
+            sa.update(j)
+            .where(j.c.state == "running", j.c.locked_by == node)
+            .values(locked_until=self._now(now, lease_ttl))
+        )
+        return self._tx(lambda c: c.execute(stmt).rowcount)
+
+    def finish(
+        self,
+        node: str,
+        succeeded: Sequence[int] = (),
+        failed: Sequence[tuple[int, str, float | None]] = (),
+        now: datetime | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """Record outcomes of jobs ``node`` still holds, in one transaction.
+
+        ``succeeded``: ids that become ``succeeded``. ``failed``: ``(id, error, retry_in)``;
+        with ``retry_in`` seconds the job goes back to ``queued`` at ``now + retry_in``,
+        with None it becomes ``failed`` (terminal). A job no longer locked by ``node``
+        (rescued after its lease expired) is left alone. Returns the ids that were not
+        recorded for that reason: (succeeded, failed).
+        """
+        j = self.t.jobs
+        mine = (j.c.state == "running", j.c.locked_by == node)
+
+        def run(conn: sa.Connection) -> tuple[list[int], list[int]]:
+            lost_ok: list[int] = []
+            lost_failed: list[int] = []
+            if succeeded:
+                ids = list(succeeded)
+                n = conn.execute(
+                    sa.update(j)
+                    .where(j.c.id.in_(ids), *mine)
+                    .values(state="succeeded", finished_at=self._now(now), locked_by=None, locked_until=None)
+                ).rowcount
+                if n != len(ids):
+                    held = {r[0] for r in conn.execute(sa.select(j.c.id).where(j.c.id.in_(ids), j.c.state == "succeeded"))}
+                    lost_ok = [i for i in ids if i not in held]
+            for job_id, error, retry_in in failed:
+                if retry_in is None:
+                    v: dict[str, Any] = {"state": "failed", "finished_at": self._now(now)}
+                else:
+                    v = {"state": "queued", "run_at": self._now(now, retry_in)}
+                v.update(locked_by=None, locked_until=None, last_error=error)
+                if conn.execute(sa.update(j).where(j.c.id == job_id, *mine).values(v)).rowcount != 1:
+                    lost_failed.append(job_id)
+            return lost_ok, lost_failed
+
+        return self._tx(run)
+
+    def hand_back(self, node: str, ids: Sequence[int] | None = None, now: datetime | None = None) -> int:
+        """Shutdown: put jobs ``node`` holds (all, or ``ids``) back to ``queued`` at once.
+
+        The interrupted attempt is not counted (``attempts - 1``)."""
+        j = self.t.jobs
+        stmt = sa.update(j).where(j.c.state == "running", j.c.locked_by == node)
+        if ids is not None:
+            if not ids:
+                return 0
+            stmt = stmt.where(j.c.id.in_(list(ids)))
+        stmt = stmt.values(
+            state="queued",
+            locked_by=None,
+            locked_until=None,
+            run_at=self._now(now),
+            attempts=sa.case((j.c.attempts > 0, j.c.attempts - 1), else_=0),
+            last_error=sa.literal(f"handed back: node {node} shut down before the job finished"),
+        )
+        return self._tx(lambda c: c.execute(stmt).rowcount)
+
+    def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[int, str | None, str]]:
+        """Jobs ``running`` whose lease expired (their node died): back to ``queued`` at once,
+        or ``failed`` when that was the last attempt. The lost attempt counts.
+
+        Returns ``(id, dead node, new state)`` for each rescued job."""
+        j = self.t.jobs
+        expired = (j.c.state == "running", j.c.locked_until < self._now(now))
+
+        def run(conn: sa.Connection) -> list[tuple[int, str | None, str]]:
+            pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts).where(*expired).limit(limit)
+            if not self.dialect.is_sqlite:
+                pick = pick.with_for_update(skip_locked=True)
+            rows = list(conn.execute(pick))
+            out = []
+            for job_id, holder, attempts, max_attempts in rows:
+                last = attempts >= max_attempts
+                state = "failed" if last else "queued"
+                v: dict[str, Any] = {
+                    "state": state,
+                    "locked_by": None,
+                    "locked_until": None,
+                    "last_error": f"lease expired: node {holder} stopped heartbeating during attempt {attempts}",
+                }
+                if last:
+                    v["finished_at"] = self._now(now)
+                else:
+                    v["run_at"] = self._now(now)
+                if conn.execute(sa.update(j).where(j.c.id == job_id, *expired).values(v)).rowcount:
+                    out.append((job_id, holder, state))
+            return out
+
+        return self._tx(run)
+
+    # -- jobs: inspection and operator actions ------------------------------------------
+    def _job(self, row: sa.Row[Any]) -> Job:
+        m = row._mapping
+        args, kwargs = decode_args(m["args"])
+        return Job(
+            id=m["id"], task=m["task"], args=args, kwargs=kwargs, queue=m["queue"], priority=m["priority"],
+            state=m["state"], run_at=m["run_at"], attempts=m["attempts"], max_attempts=m["max_attempts"],
+            locked_by=m["locked_by"], locked_until=m["locked_until"], last_error=m["last_error"],
+            schedule_name=m["schedule_name"], scheduled_for=m["scheduled_for"], occurrences=m["occurrences"],
+            reason=m["reason"], unique_key=m["unique_key"], created_at=m["created_at"],
+            started_at=m["started_at"], finished_at=m["finished_at"],
+        )
+
+    def get_job(self, job_id: int) -> Job:
+        j = self.t.jobs
+        row = self._tx(lambda c: c.execute(sa.select(j).where(j.c.id == job_id)).first())
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return self._job(row)
+
+    def list_jobs(
+        self,
+        state: str | None = None,
+        limit: int = 50,
+        *,
+        task: str | None = None,
+        schedule_name: str | None = None,
+        queue: str | None = None,
+        newest_first: bool = True,
+    ) -> list[Job]:
+        j = self.t.jobs
+        stmt = sa.select(j)
+        if state:
+            stmt = stmt.where(j.c.state == state)
+        if task:
+            stmt = stmt.where(j.c.task == task)
+        if schedule_name:
+            stmt = stmt.where(j.c.schedule_name == schedule_name)
+        if queue:
+            stmt = stmt.where(j.c.queue == queue)
+        stmt = stmt.order_by(j.c.id.desc() if newest_first else j.c.id.asc())
+        if limit:
+            stmt = stmt.limit(limit)
+        return [self._job(r) for r in self._tx(lambda c: list(c.execute(stmt)))]
+
+    def count_by_state(self) -> dict[str, int]:
+        j = self.t.jobs
+        stmt = sa.select(j.c.state, sa.func.count()).group_by(j.c.state)
+        return {s: n for s, n in self._tx(lambda c: list(c.execute(stmt)))}
+
+    def retry_job(self, job_id: int, now: datetime | None = None) -> Job:
+        """A ``failed``, ``cancelled`` or ``skipped`` job goes back to ``queued``, due now,
+        with a fresh set of attempts."""
+        j = self.t.jobs
+
+        def run(conn: sa.Connection) -> None:
+            row = conn.execute(sa.select(j.c.state).where(j.c.id == job_id)).first()
+            if row is None:
+                raise JobNotFoundError(job_id)
+            if row[0] not in ("failed", "cancelled", "skipped"):
+                raise JobStateError(f"job {job_id} is {row[0]}; only failed, cancelled or skipped jobs can be retried")
+            conn.execute(
+                sa.update(j).where(j.c.id == job_id, j.c.state == row[0]).values(
+                    state="queued", attempts=0, run_at=self._now(now), finished_at=None, locked_by=None, locked_until=None
+                )
+            )
+
+        self._tx(run)
+        return self.get_job(job_id)
+
+    def cancel_job(self, job_id: int, now: datetime | None = None) -> Job:
+        """A ``queued`` job becomes ``cancelled``. A running job cannot be cancelled."""
+        j = self.t.jobs
+
+        def run(conn: sa.Connection) -> None:
+            n = conn.execute(
+                sa.update(j).where(j.c.id == job_id, j.c.state == "queued").values(state="cancelled", finished_at=self._now(now))
+            ).rowcount
+            if n == 0:
+                row = conn.execute(sa.select(j.c.state).where(j.c.id == job_id)).first()
+                if row is None:
+                    raise JobNotFoundError(job_id)
+                raise JobStateError(f"job {job_id} is {row[0]}; only queued jobs can be cancelled")
+
+        self._tx(run)
+        return self.get_job(job_id)
+
+    def prune(self, older_than: float, now: datetime | None = None, limit: int = 10000) -> int:
+        """Delete finished jobs (succeeded, cancelled) that finished more than ``older_than``
+        seconds ago. Failed and skipped rows are kept for inspection."""
+        j = self.t.jobs
+        cutoff = self._now(now, -older_than)
+        pick = sa.select(j.c.id).where(j.c.state.in_(("succeeded", "cancelled")), j.c.finished_at < cutoff).limit(limit)
+
+        def run(conn: sa.Connection) -> int:
+            ids = [r[0] for r in conn.execute(pick)]
+            if not ids:
+                return 0
+            return conn.execute(sa.delete(j).where(j.c.id.in_(ids))).rowcount
+
+        return self._tx(run)

@@ -1,0 +1,355 @@
+"""The worker: claim due jobs, run them on a thread pool, record outcomes, rescue the dead.
+
+:meth:`Worker.run_once` is one iteration with no sleeping; :meth:`Worker.run` is the thin
+loop around it. Outcomes are collected from the pool threads and written in batches by the
+loop thread, so the database sees one claim and one finish transaction per batch, never one
+per job. A job is marked done only after its function returned (at-least-once: a crash can
+re-run a job, never mark an unfinished one done).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import queue as queue_mod
+import random
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from .clock import Clock
+from .errors import LingerError, StoreError, UnknownTaskError
+from .registry import Registry, TaskDef
+from .store import Claimed, Store, decode_args
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running task can learn about itself through :func:`current_job`."""
+
+    id: int
+    task: str
+    attempt: int
+    max_attempts: int
+    queue: str
+    priority: int
+    schedule_name: str | None
+    scheduled_for: datetime | None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("linger_current_job", default=None)
+
+
+def current_job() -> JobContext | None:
+    """The job the calling thread is running, or None outside a task."""
+    return _current.get()
+
+
+@dataclass
+class WorkerSettings:
+    concurrency: int = 8
+    queues: list[str] | None = None
+    poll_interval: float = 1.0
+    job_lease_ttl: float = 30.0
+    rescue_interval: float = 5.0
+    shutdown_grace: float = 30.0
+    prefetch: int = 0  # extra jobs claimed beyond free threads (0: claim exactly the free slots)
+
+
+@dataclass
+class Report:
+    """What one :meth:`Worker.run_once` did."""
+
+    claimed: int = 0
+    finished: int = 0
+    rescued: int = 0
+    running: int = 0
+    wait: float = 0.0  # how long the loop may sleep before the next iteration
+
+
+@dataclass
+class _Outcome:
+    job: Claimed
+    ok: bool
+    error: str | None
+    duration: float
+    retryable: bool = True
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        node_id: str,
+        *,
+        clock: Clock | None = None,
+        settings: WorkerSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.node_id = node_id
+        self.clock = clock or Clock()
+        self.settings = settings or WorkerSettings()
+        self.rng = rng or random.Random()
+        self.wake = threading.Event()  # set by local enqueues, finished jobs, NOTIFY
+        self._results: queue_mod.SimpleQueue[_Outcome] = queue_mod.SimpleQueue()
+        self._running: dict[int, tuple[Claimed, float]] = {}  # id -> (job, monotonic start)
+        self._timed_out: set[int] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._last_heartbeat = -1e18
+        self._last_rescue = -1e18
+        self._lock = threading.Lock()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _store_now(self) -> datetime | None:
+        return self.clock.now() if self.clock.authoritative else None
+
+    def _pool_get(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="linger-job")
+        return self._pool
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # -- one iteration ------------------------------------------------------------------
+    def run_once(self, *, claim: bool = True) -> Report:
+        """Flush finished outcomes, heartbeat and rescue when due, claim and start new jobs.
+
+        Returns how much happened and how long the caller may wait before calling again."""
+        report = Report()
+        report.finished = self.flush()
+        mono = self.clock.monotonic()
+        ttl = self.settings.job_lease_ttl
+        if mono - self._last_heartbeat >= ttl / 3:
+            self._last_heartbeat = mono
+            if self.busy:
+                self.store.extend(self.node_id, ttl, now=self._store_now())
+            self._check_timeouts()
+        if mono - self._last_rescue >= self.settings.rescue_interval:
+            self._last_rescue = mono
+            for job_id, dead, state in self.store.rescue(now=self._store_now()):
+                report.rescued += 1
+                log.warning(
+                    "rescued job %s from dead node %s: now %s", job_id, dead, state,
+                    extra={"action": "rescue", "job_id": job_id, "node": dead},
+                )
+        free = self.settings.concurrency + self.settings.prefetch - self.busy
+        if claim and free > 0:
+            jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self._store_now())
+            report.claimed = len(jobs)
+            for job in jobs:
+                self._start(job)
+        report.running = self.busy
+        report.wait = self._wait_hint(report, claim)
+        return report
+
+    def _wait_hint(self, report: Report, claim: bool) -> float:
+        s = self.settings
+        until_heartbeat = max(0.0, self._last_heartbeat + s.job_lease_ttl / 3 - self.clock.monotonic())
+        if report.claimed and self.busy < s.concurrency:
+            return 0.0  # there may be more due work right now
+        if not claim or self.busy >= s.concurrency + s.prefetch:
+            return until_heartbeat  # woken early by the next finished job
+        earliest, db_now = self.store.next_due(s.queues, now=self._store_now())
+        wait = s.poll_interval
+        if earliest is not None:
+            wait = min(wait, max(0.0, (earliest - db_now).total_seconds()))
+        return min(wait, until_heartbeat, s.rescue_interval)
+
+    # -- running a job ------------------------------------------------------------------
+    def _start(self, job: Claimed) -> None:
+        with self._lock:
+            self._running[job.id] = (job, self.clock.monotonic())
+        ctx = contextvars.copy_context()
+        self._pool_get().submit(ctx.run, self._execute, job)
+
+    def _execute(self, job: Claimed) -> None:
+        start = self.clock.monotonic()
+        ok, error, retryable = False, None, True
+        try:
+            task = self.registry.get_task(job.task)
+            args, kwargs = decode_args(job.args)
+            token = _current.set(
+                JobContext(
+                    job.id, job.task, job.attempts, job.max_attempts, job.queue, job.priority,
+                    job.schedule_name, job.scheduled_for, tuple(args), kwargs,
+                )
+            )
+            try:
+                result = task.call(args, kwargs)
+            finally:
+                _current.reset(token)
+            if result is False:
+                error = "task returned False"
+            else:
+                ok = True
+        except UnknownTaskError as exc:
+            error, retryable = f"{exc}; the job was not run", False
+        except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
+            error = "".join(traceback.format_exception(exc)).rstrip()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                error = f"interrupted: {exc!r}"
+        self._results.put(_Outcome(job, ok, error, self.clock.monotonic() - start, retryable))
+        self.wake.set()
+
+    def _check_timeouts(self) -> None:
+        now = self.clock.monotonic()
+        with self._lock:
+            running = list(self._running.values())
+        for job, started in running:
+            task = self.registry.tasks.get(job.task)
+            if task and task.timeout and job.id not in self._timed_out and now - started > task.timeout:
+                # Python cannot kill a thread: the attempt is recorded as failed now and the
+                # thread's eventual result is discarded; its slot stays busy until it returns.
+                self._timed_out.add(job.id)
+                self._record([_Outcome(job, False, f"timed out after {task.timeout:g}s", now - started)])
+
+    def flush(self) -> int:
+        """Write every outcome the pool has reported since the last flush; returns how many."""
+        outcomes: list[_Outcome] = []
+        while True:
+            try:
+                outcomes.append(self._results.get_nowait())
+            except queue_mod.Empty:
+                break
+        if not outcomes:
+            return 0
+        fresh = []
+        for o in outcomes:
+            with self._lock:
+                self._running.pop(o.job.id, None)
+            if o.job.id in self._timed_out:
+                self._timed_out.discard(o.job.id)
+                log.warning("job %s (%s) finished after its timeout; result discarded", o.job.id, o.job.task,
+                            extra={"action": "late_result", "job_id": o.job.id})
+            else:
+                fresh.append(o)
+        self._record(fresh)
+        return len(fresh)
+
+    def _record(self, outcomes: list[_Outcome]) -> None:
+        if not outcomes:
+            return
+        ok_ids = [o.job.id for o in outcomes if o.ok]
+        failed: list[tuple[int, str, float | None]] = []
+        for o in outcomes:
+            if o.ok:
+                continue
+            retry_in = self.retry_delay(o.job) if o.retryable and o.job.attempts < o.job.max_attempts else None
+            failed.append((o.job.id, o.error or "failed", retry_in))
+        self._finish_with_retry(ok_ids, failed)
+        debug = log.isEnabledFor(logging.DEBUG)
+        for o in outcomes:
+            j = o.job
+            if o.ok:
+                if debug:
+                    log.debug("job %s %s succeeded (attempt %s, %.3fs)", j.id, j.task, j.attempts, o.duration,
+                              extra={"action": "succeeded", "job_id": j.id})
+                continue
+            first_line = (o.error or "").strip().splitlines()[-1] if o.error else ""
+            will_retry = o.retryable and j.attempts < j.max_attempts
+            log.warning(
+                "job %s %s %s (attempt %s/%s, %.3fs): %s", j.id, j.task,
+                "failed, will retry" if will_retry else "failed for good", j.attempts, j.max_attempts,
+                o.duration, first_line, extra={"action": "retry" if will_retry else "failed", "job_id": j.id},
+            )
+
+    def _finish_with_retry(self, ok_ids: list[int], failed: list[tuple[int, str, float | None]]) -> None:
+        # An outcome that was reported must not be lost to a passing database error: retry
+        # until it is written or the lease runs out (then the job is rescued and re-run).
+        delay = 0.05
+        deadline = self.clock.monotonic() + self.settings.job_lease_ttl
+        while True:
+            try:
+                lost_ok, lost_failed = self.store.finish(self.node_id, ok_ids, failed, now=self._store_now())
+                for job_id in lost_ok + lost_failed:
+                    log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
+                                extra={"action": "lost_lease", "job_id": job_id})
+                return
+            except StoreError:
+                if self.clock.monotonic() > deadline:
+                    raise
+                log.warning("could not record job outcomes; retrying in %.2fs", delay, exc_info=True)
+                self.clock.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def retry_delay(self, job: Claimed) -> float:
+        """Exponential backoff with jitter: base * 2**(attempt-1) * U(0.75, 1.25), capped at 1 day."""
+        task = self.registry.tasks.get(job.task)
+        base = task.retry_backoff if task else 10.0
+        if base <= 0:
+            return 0.0
+        delay = base * (2 ** max(0, job.attempts - 1)) * self.rng.uniform(0.75, 1.25)
+        return min(delay, 86400.0)
+
+    # -- loop and shutdown --------------------------------------------------------------
+    def run(self, stop: threading.Event, *, burst: bool = False, on_error: Callable[[BaseException], float] | None = None) -> None:
+        """Run until ``stop`` is set (or, with ``burst``, until no due job is left), then drain."""
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+            except LingerError as exc:
+                wait = on_error(exc) if on_error else 1.0
+                log.error("worker iteration failed: %s; retrying in %.1fs", exc, wait, extra={"action": "store_error"})
+                self.clock.wait(wait, stop)
+                continue
+            if burst and report.claimed == 0 and report.running == 0 and report.finished == 0:
+                earliest, db_now = self.store.next_due(self.settings.queues, now=self._store_now())
+                if earliest is None or earliest > db_now:
+                    break
+                continue
+            if report.wait > 0:
+                self.wake.clear()
+                if self._results.empty():
+                    self._wait(report.wait, stop)
+
+    def _wait(self, seconds: float, stop: threading.Event) -> None:
+        # Both a stop and a wake end the wait: wait on wake with a bounded timeout, so that a
+        # stop is seen within 50 ms without a second thread.
+        end = self.clock.monotonic() + seconds
+        while not stop.is_set():
+            left = end - self.clock.monotonic()
+            if left <= 0:
+                return
+            if self.clock.authoritative:
+                self.clock.wait(left, stop)
+                return
+            if self.wake.wait(min(left, 0.05)):
+                return
+
+    def drain(self, grace: float | None = None, force: threading.Event | None = None) -> int:
+        """Stop claiming; wait up to ``grace`` seconds for running jobs; hand back the rest.
+
+        Returns how many jobs were handed back."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        end = self.clock.monotonic() + grace
+        while self.busy and self.clock.monotonic() < end and not (force and force.is_set()):
+            self.flush()
+            self.wake.wait(0.05)
+            self.wake.clear()
+        self.flush()
+        handed = 0
+        with self._lock:
+            left = list(self._running)
+        if left:
+            handed = self.store.hand_back(self.node_id, left, now=self._store_now())
+            log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, left, extra={"action": "hand_back"})
+            with self._lock:
+                for job_id in left:
+                    self._running.pop(job_id, None)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        return handed
