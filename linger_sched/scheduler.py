@@ -202,7 +202,8 @@ class Scheduler:
                 "anchor": getattr(spec, "anchor", None), "args": args, "options": options_text,
                 "spec_hash": d.spec_hash,
             }
-            first = spec.next_after(now - _US)
+            # an interval fires at its anchor itself; a cron spec strictly after registration
+            first = spec.next_after(now - _US) if isinstance(spec, IntervalSpec) else spec.next_after(now)
             if old is None:
                 inserts.append({"name": d.name, **base, "next_run_at": first, "paused": False, "enabled": d.enabled})
                 report["added"].append(d.name)

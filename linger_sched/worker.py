@@ -318,13 +318,14 @@ class Worker:
     def _wait(self, seconds: float, stop: threading.Event) -> None:
         # Both a stop and a wake end the wait: wait on wake with a bounded timeout, so that a
         # stop is seen within 50 ms without a second thread.
+        if self.clock.authoritative:
+            # fake time never passes by itself: wait (in real time) only for a wake-up
+            self.wake.wait(min(seconds, 0.05))
+            return
         end = self.clock.monotonic() + seconds
         while not stop.is_set():
             left = end - self.clock.monotonic()
             if left <= 0:
-                return
-            if self.clock.authoritative:
-                self.clock.wait(left, stop)
                 return
             if self.wake.wait(min(left, 0.05)):
                 return

@@ -67,6 +67,7 @@ class Claimed:
     max_attempts: int
     schedule_name: str | None
     scheduled_for: datetime | None
+    run_at: datetime
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class JobStore:
         j = self.t.jobs
         self._claim_cols = (
             j.c.id, j.c.task, j.c.args, j.c.queue, j.c.priority, j.c.attempts,
-            j.c.max_attempts, j.c.schedule_name, j.c.scheduled_for,
+            j.c.max_attempts, j.c.schedule_name, j.c.scheduled_for, j.c.run_at,
         )
 
     # -- plumbing -----------------------------------------------------------------------
@@ -296,7 +297,7 @@ class JobStore:
                 conn, j, where, (j.c.priority, j.c.run_at, j.c.id), limit, values, self._claim_cols
             )
             out = [Claimed(*r) for r in rows]
-            out.sort(key=lambda c: (c.priority, c.id))
+            out.sort(key=lambda c: (c.priority, c.run_at, c.id))
             return out
 
         return self._tx(run)

@@ -1,0 +1,236 @@
+"""The Store contract, checked on every database with explicit instants (no wall clock)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from linger_sched.errors import JobNotFoundError, JobStateError
+from linger_sched.store import Occurrence, Plan, Store, encode_args
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def job(task: str = "t", **kw: object) -> dict:
+    return {"task": task, "args": encode_args([1], {"a": "b"}), **kw}
+
+
+def test_install_schema_is_idempotent_and_versioned(store: Store) -> None:
+    store.install_schema()
+    assert store.schema_version() == 1
+    store.check_schema()
+
+
+def test_enqueue_returns_ids_in_order_and_roundtrips(store: Store) -> None:
+    ids = store.enqueue([job("a"), job("b", priority=5, queue="q", max_attempts=7)], now=T0)
+    assert len(ids) == 2 and ids[0] < ids[1]
+    j = store.get_job(ids[1])
+    assert (j.task, j.priority, j.queue, j.max_attempts, j.state, j.attempts) == ("b", 5, "q", 7, "queued", 0)
+    assert j.args == [1] and j.kwargs == {"a": "b"}
+    assert j.run_at == T0 and j.created_at == T0 and j.run_at.tzinfo is not None
+
+
+def test_claim_orders_by_priority_then_run_at_then_id(store: Store) -> None:
+    a, b, c, d = store.enqueue(
+        [job("a", run_at=at(-5)), job("b", run_at=at(-10)), job("c", priority=-1, run_at=at(-1)), job("d", run_at=at(-10))],
+        now=T0,
+    )
+    got = store.claim("n1", None, 2, 30, now=T0)
+    assert [g.id for g in got] == [c, b]
+    got = store.claim("n1", None, 10, 30, now=T0)
+    assert [g.id for g in got] == [d, a]
+
+
+def test_claim_marks_running_locked_and_counts_attempt(store: Store) -> None:
+    (i,) = store.enqueue([job()], now=T0)
+    (c,) = store.claim("node-a", None, 5, 30, now=T0)
+    assert c.id == i and c.attempts == 1
+    j = store.get_job(i)
+    assert (j.state, j.locked_by, j.locked_until, j.started_at) == ("running", "node-a", at(30), T0)
+    assert store.claim("node-b", None, 5, 30, now=T0) == []
+
+
+def test_claim_skips_future_jobs_and_other_queues(store: Store) -> None:
+    store.enqueue([job(run_at=at(10)), job(queue="other")], now=T0)
+    assert store.claim("n", ["default"], 5, 30, now=T0) == []
+    assert len(store.claim("n", ["default"], 5, 30, now=at(10))) == 1
+    assert len(store.claim("n", None, 5, 30, now=at(10))) == 1
+
+
+def test_next_due_reports_earliest_queued_run_at(store: Store) -> None:
+    assert store.next_due(None, now=T0) == (None, T0)
+    store.enqueue([job(run_at=at(7)), job(run_at=at(3), queue="q")], now=T0)
+    assert store.next_due(None, now=T0) == (at(3), T0)
+    assert store.next_due(["default"], now=T0) == (at(7), T0)
+
+
+def test_finish_success_retry_and_terminal_failure(store: Store) -> None:
+    a, b, c = store.enqueue([job(), job(), job()], now=T0)
+    store.claim("n", None, 3, 30, now=T0)
+    lost = store.finish("n", succeeded=[a], failed=[(b, "boom", 20.0), (c, "dead", None)], now=at(1))
+    assert lost == ([], [])
+    ja, jb, jc = store.get_job(a), store.get_job(b), store.get_job(c)
+    assert (ja.state, ja.finished_at, ja.locked_by) == ("succeeded", at(1), None)
+    assert (jb.state, jb.run_at, jb.last_error, jb.attempts) == ("queued", at(21), "boom", 1)
+    assert (jc.state, jc.last_error, jc.finished_at) == ("failed", "dead", at(1))
+
+
+def test_finish_ignores_jobs_another_node_holds(store: Store) -> None:
+    (a,) = store.enqueue([job()], now=T0)
+    store.claim("n1", None, 1, 30, now=T0)
+    assert store.finish("n2", succeeded=[a], now=T0) == ([a], [])
+    assert store.get_job(a).state == "running"
+
+
+def test_extend_pushes_the_lease_of_own_running_jobs_only(store: Store) -> None:
+    a, b = store.enqueue([job(), job()], now=T0)
+    store.claim("n1", None, 1, 30, now=T0)
+    store.claim("n2", None, 1, 30, now=T0)
+    assert store.extend("n1", 30, now=at(20)) == 1
+    assert store.get_job(a).locked_until == at(50)
+    assert store.get_job(b).locked_until == at(30)
+
+
+def test_rescue_requeues_expired_and_fails_last_attempt(store: Store) -> None:
+    a, b = store.enqueue([job(max_attempts=3), job(max_attempts=1)], now=T0)
+    store.claim("dead", None, 2, 30, now=T0)
+    assert store.rescue(now=at(29)) == []
+    rescued = sorted(store.rescue(now=at(31)))
+    assert rescued == [(a, "dead", "queued"), (b, "dead", "failed")]
+    ja = store.get_job(a)
+    assert (ja.state, ja.attempts, ja.locked_by, ja.run_at) == ("queued", 1, None, at(31))
+    assert "lease expired" in (ja.last_error or "")
+    assert store.get_job(b).state == "failed"
+
+
+def test_hand_back_requeues_without_counting_the_attempt(store: Store) -> None:
+    (a,) = store.enqueue([job()], now=T0)
+    store.claim("n", None, 1, 30, now=T0)
+    assert store.hand_back("n", [a], now=at(1)) == 1
+    j = store.get_job(a)
+    assert (j.state, j.attempts, j.locked_by, j.run_at) == ("queued", 0, None, at(1))
+
+
+def test_unique_key_returns_existing_active_job(store: Store) -> None:
+    (a,) = store.enqueue([job(unique_key="k")], now=T0)
+    (b,) = store.enqueue([job(unique_key="k")], now=T0)
+    assert a == b
+    store.claim("n", None, 1, 30, now=T0)
+    assert store.enqueue([job(unique_key="k")], now=T0) == [a]  # running still holds the key
+    store.finish("n", succeeded=[a], now=T0)
+    (c,) = store.enqueue([job(unique_key="k")], now=T0)
+    assert c != a
+
+
+def test_retry_and_cancel_check_state(store: Store) -> None:
+    a, b = store.enqueue([job(), job()], now=T0)
+    assert store.cancel_job(a, now=T0).state == "cancelled"
+    with pytest.raises(JobStateError):
+        store.cancel_job(a, now=T0)
+    with pytest.raises(JobStateError):
+        store.retry_job(b, now=T0)
+    r = store.retry_job(a, now=at(5))
+    assert (r.state, r.attempts, r.run_at) == ("queued", 0, at(5))
+    with pytest.raises(JobNotFoundError):
+        store.get_job(999999)
+
+
+def test_lease_acquire_renew_takeover_and_release(store: Store) -> None:
+    l1 = store.acquire_lease("leader", "a", 10, now=T0)
+    assert l1 is not None and (l1.holder, l1.epoch, l1.expires_at) == ("a", 1, at(10))
+    assert store.acquire_lease("leader", "b", 10, now=at(5)) is None
+    l2 = store.acquire_lease("leader", "a", 10, now=at(5))
+    assert l2 is not None and (l2.epoch, l2.expires_at) == (1, at(15))
+    l3 = store.acquire_lease("leader", "b", 10, now=at(15))
+    assert l3 is not None and (l3.holder, l3.epoch) == ("b", 2)
+    assert store.acquire_lease("leader", "a", 10, now=at(16)) is None
+    assert store.release_lease("leader", "b", now=at(17))
+    l4 = store.acquire_lease("leader", "a", 10, now=at(17))
+    assert l4 is not None and (l4.holder, l4.epoch) == ("a", 3)
+
+
+def _schedule(store: Store, name: str = "s", next_run_at: datetime = T0) -> None:
+    store.save_schedules(inserts=[{
+        "name": name, "task": "t", "spec": "every:1s", "tz": "UTC", "anchor": T0, "args": "{}",
+        "options": "{}", "next_run_at": next_run_at, "paused": False, "enabled": True, "spec_hash": "h",
+    }], now=T0)
+
+
+def test_materialize_is_fenced_by_the_lease_and_compare_and_set(store: Store) -> None:
+    _schedule(store)
+    lease = store.acquire_lease("leader", "a", 10, now=T0)
+    assert lease is not None
+    plan = Plan("s", T0, at(1), [Occurrence(T0)], "t", "{}")
+    assert store.materialize([plan], lease="leader", holder="b", epoch=1, now=T0) == []  # not the holder
+    assert store.materialize([plan], lease="leader", holder="a", epoch=2, now=T0) == []  # stale epoch
+    assert store.materialize([plan], lease="leader", holder="a", epoch=1, now=at(11)) == []  # expired
+    assert store.materialize([plan], lease="leader", holder="a", epoch=1, now=T0) == ["s"]
+    assert store.materialize([plan], lease="leader", holder="a", epoch=1, now=T0) == []  # CAS: already moved
+    rows = store.list_jobs(schedule_name="s")
+    assert [(j.scheduled_for, j.state) for j in rows] == [(T0, "queued")]
+    assert store.get_schedule("s").next_run_at == at(1)
+
+
+def test_occurrence_key_is_unique_even_without_the_cas(store: Store) -> None:
+    _schedule(store)
+    store.acquire_lease("leader", "a", 10, now=T0)
+    store.materialize([Plan("s", T0, at(1), [Occurrence(T0)], "t", "{}")], lease="leader", holder="a", epoch=1, now=T0)
+    # a second plan that (wrongly) re-creates the same occurrence while advancing the schedule
+    store.materialize([Plan("s", at(1), at(2), [Occurrence(T0), Occurrence(at(1))], "t", "{}")],
+                      lease="leader", holder="a", epoch=1, now=T0)
+    assert sorted(j.scheduled_for for j in store.list_jobs(schedule_name="s")) == [T0, at(1)]
+
+
+def test_skipped_occurrences_are_recorded_with_reason_and_count(store: Store) -> None:
+    _schedule(store)
+    store.acquire_lease("leader", "a", 10, now=T0)
+    plan = Plan("s", T0, at(5), [Occurrence(T0, "skipped", 4, "overlap"), Occurrence(at(4))], "t", "{}")
+    store.materialize([plan], lease="leader", holder="a", epoch=1, now=at(4))
+    rows = {j.scheduled_for: j for j in store.list_jobs(schedule_name="s")}
+    assert (rows[T0].state, rows[T0].occurrences, rows[T0].reason) == ("skipped", 4, "overlap")
+    assert rows[at(4)].state == "queued"
+    assert store.active_schedule_names(["s", "x"]) == {"s"}
+
+
+def test_due_schedules_excludes_paused_disabled_and_future(store: Store) -> None:
+    _schedule(store, "due", T0)
+    _schedule(store, "later", at(60))
+    _schedule(store, "paused", T0)
+    _schedule(store, "gone", T0)
+    store.set_paused("paused", True, now=T0)
+    store.save_schedules(disable=["gone"], now=T0)
+    assert [r.name for r in store.due_schedules(now=T0)] == ["due"]
+    assert store.next_schedule_at() == T0
+
+
+def test_nodes_register_heartbeat_prune(store: Store) -> None:
+    store.register_node("n1", host="h", pid=1, roles="worker", registry_hash="x", version="1", now=T0)
+    store.heartbeat_node("n1", now=at(5))
+    (n,) = store.list_nodes()
+    assert (n.id, n.heartbeat_at) == ("n1", at(5))
+    assert store.prune_nodes(60, now=at(30)) == 0
+    assert store.prune_nodes(60, now=at(70)) == 1
+
+
+def test_prune_deletes_old_finished_jobs_only(store: Store) -> None:
+    a, b, c = store.enqueue([job(), job(), job()], now=T0)
+    store.claim("n", None, 3, 30, now=T0)
+    store.finish("n", succeeded=[a], failed=[(b, "x", None)], now=T0)
+    assert store.prune(60, now=at(30)) == 0
+    assert store.prune(60, now=at(61)) == 1
+    assert {j.id for j in store.list_jobs()} == {b, c}
+
+
+def test_database_clock_is_used_when_now_is_none(store: Store) -> None:
+    db_now = store.db_now()
+    assert db_now.tzinfo is not None
+    assert abs((db_now - datetime.now(timezone.utc)).total_seconds()) < 5
+    (a,) = store.enqueue([job()])
+    assert len(store.claim("n", None, 1, 30)) == 1
+    j = store.get_job(a)
+    assert j.locked_until is not None and 25 < (j.locked_until - j.started_at).total_seconds() < 35
