@@ -2,10 +2,11 @@
 
 Pure functions: no I/O and no clock. Every instant returned is an aware UTC ``datetime``.
 
-Cron expressions are evaluated by this module itself (local wall times in the schedule's
-zone, then mapped to UTC) rather than by croniter, because croniter's DST behaviour does not
-follow the Debian rules in DESIGN.md (it fires fixed-time schedules twice in the fall-back
-overlap, and applies the classic OR rule to ``*/2``-style day fields).
+croniter expands the standard field syntax (lists, ranges, steps, names). Matching and the
+next fire time are computed here (local wall times in the schedule's zone, then mapped to UTC)
+because croniter 7's own iteration does not follow the rules of DESIGN.md: it fires fixed-time
+schedules twice in the fall-back overlap, applies the OR rule to ``*/2``-style day fields,
+rejects ``LW`` and ``5L``, and moves ``31W`` to the last weekday of short months.
 
 DST rules (Debian cron), for a matching local wall time ``w``:
 
@@ -29,16 +30,13 @@ from bisect import bisect_left
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
+from croniter.croniter import CroniterError
+
 from .errors import NaiveDatetimeError, SpecError
 
-__all__ = [
-    "CronSpec",
-    "IntervalSpec",
-    "parse_duration",
-    "parse_spec",
-    "spec_from_text",
-    "validate_tz",
-]
+__all__ = ["CronSpec", "IntervalSpec", "parse_duration", "parse_spec", "spec_from_text",
+           "validate_tz"]
 
 UTC = timezone.utc
 _MINUTE = timedelta(minutes=1)
@@ -47,13 +45,10 @@ _SECOND = timedelta(seconds=1)
 # ---------------------------------------------------------------------------------------------
 # durations and zones
 
-_UNITS = {
-    "ms": 0.001, "w": 604800, "week": 604800, "weeks": 604800,
-    "d": 86400, "day": 86400, "days": 86400,
-    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-}  # fmt: skip
+_UNITS = {unit: secs for secs, names in (
+    (604800, "w week weeks"), (86400, "d day days"), (3600, "h hr hrs hour hours"),
+    (60, "m min mins minute minutes"), (1, "s sec secs second seconds"), (0.001, "ms"),
+) for unit in names.split()}
 _DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)\s*")
 
 
@@ -69,7 +64,8 @@ def parse_duration(value: str | int | float | timedelta, *, field: str = "durati
         if isinstance(value, timedelta):
             td = value
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise bad(f"expected a duration such as '15m' or a number of seconds, got {type(value).__name__}")
+            raise bad("expected a duration such as '15m' or a number of seconds, "
+                      f"got {type(value).__name__}")
         elif isinstance(value, (int, float)):
             if not math.isfinite(value):
                 raise bad("duration must be finite")
@@ -90,7 +86,8 @@ def parse_duration(value: str | int | float | timedelta, *, field: str = "durati
                     td += timedelta(seconds=float(m.group(1)) * _UNITS[unit])
                     pos = m.end()
                 if not s or pos != len(s):
-                    raise bad("not a duration; use e.g. '30s', '15m', '2h', '1d', '1w', '1h30m' or seconds")
+                    raise bad("not a duration; use e.g. '30s', '15m', '2h', '1d', '1w', "
+                              "'1h30m' or a number of seconds")
     except OverflowError:
         raise bad("duration is too large") from None
     if td <= timedelta(0):
@@ -101,7 +98,8 @@ def parse_duration(value: str | int | float | timedelta, *, field: str = "durati
 def validate_tz(tz: str) -> ZoneInfo:
     """The ``ZoneInfo`` for an IANA zone name; ``SpecError(field="tz")`` when unknown."""
     if not isinstance(tz, str) or not tz.strip():
-        raise SpecError("time zone must be a non-empty IANA name such as 'Europe/Berlin'", expr=str(tz), field="tz")
+        raise SpecError("time zone must be a non-empty IANA name such as 'Europe/Berlin'",
+                        expr=str(tz), field="tz")
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -111,7 +109,8 @@ def validate_tz(tz: str) -> ZoneInfo:
 
 def _utc(instant: object, what: str = "instant") -> datetime:
     if not isinstance(instant, datetime):
-        raise SpecError(f"{what} must be a datetime, got {type(instant).__name__}", expr=repr(instant), field=what)
+        raise SpecError(f"{what} must be a datetime, got {type(instant).__name__}",
+                        expr=repr(instant), field=what)
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise NaiveDatetimeError(what, instant)
     return instant.astimezone(UTC)
@@ -148,7 +147,8 @@ class CronSpec:
 
     def __init__(self, expr: str, tz: str | None = "UTC") -> None:
         if not isinstance(expr, str):
-            raise SpecError("a cron expression must be a string", expr=repr(expr), field="expression")
+            raise SpecError("a cron expression must be a string", expr=repr(expr),
+                            field="expression")
         self.expr = expr.strip()
         self.tz = "UTC" if tz is None else tz
         self._zone = validate_tz(self.tz)
@@ -160,8 +160,8 @@ class CronSpec:
             text = _ALIASES[text.lower()]
         parts = text.upper().split()
         if len(parts) != 5:
-            raise SpecError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}",
-                            expr=self.expr, field="expression")
+            raise SpecError("expected 5 fields (minute hour day-of-month month day-of-week), "
+                            f"got {len(parts)}", expr=self.expr, field="expression")
         self._fields = tuple(parts)
         m, h, dom, mon, dow = parts
         self._minutes = sorted({v for item in m.split(",") for v in self._item(0, item)})
@@ -190,26 +190,30 @@ class CronSpec:
             raise self._err(i, f"{v} in {item!r} is out of range {lo}-{hi}")
         return v
 
-    def _item(self, i: int, item: str) -> range:
+    def _item(self, i: int, item: str) -> list[int]:
+        """Expand one standard list item (``*``, ``N``, ``A-B``, ``*/S``, ``N/S``, names) of
+        field ``i`` with croniter; the extensions (L, W, #) are handled by the callers."""
         _, lo, hi, _ = _FIELDS[i]
         top = 6 if i == 4 else hi  # '*' in day of week is 0-6 (7 is Sunday again)
         base, slash, step = item.partition("/")
-        n = 1
-        if slash:
-            if not re.fullmatch(r"[0-9]+", step) or int(step) == 0:
-                raise self._err(i, f"invalid step {step!r} in {item!r}")
-            n = int(step)
-        if base in ("*", "?"):
-            a, b = lo, top
-        elif "-" in base:
+        if slash and (not re.fullmatch(r"[0-9]+", step) or int(step) == 0):
+            raise self._err(i, f"invalid step {step!r} in {item!r}")
+        for tok in re.split(r"[-/]", base):
+            if tok not in ("*", "?"):
+                self._value(i, tok, item)  # a precise message for a bad or out-of-range value
+        if "-" in base:
             x, _, y = base.partition("-")
-            a, b = self._value(i, x, item), self._value(i, y, item)
-            if a > b:
+            if self._value(i, x, item) > self._value(i, y, item):
                 raise self._err(i, f"range {item!r} runs backwards")
-        else:
-            a = self._value(i, base, item)
-            b = max(a, top) if slash else a
-        return range(a, b + 1, n)
+        fields = ["0", "0", "1", "1", "*"]
+        fields[i] = "*" + item[1:] if item.startswith("?") else item
+        try:
+            expanded = croniter.expand(" ".join(fields))[0][i]
+        except (CroniterError, ValueError) as exc:
+            raise self._err(i, f"invalid item {item!r}: {exc}") from None
+        if expanded == ["*"]:
+            return list(range(lo, top + 1))
+        return sorted({int(v) for v in expanded})
 
     def _parse_dom(self, text: str) -> None:
         self._dom, self._dom_last, self._dom_lw, self._dom_w = set(), False, False, set()
@@ -253,19 +257,12 @@ class CronSpec:
         if key in self._day_cache:
             return self._day_cache[key]
         wd = lambda d: (first + d - 1) % 7  # noqa: E731
-        special = set()
-        if self._dom_last:
-            special.add(length)
+        special = {length} if self._dom_last else set()
         if self._dom_lw:
             special.add(length - {6: 1, 0: 2}.get(wd(length), 0))
         for n in self._dom_w:
-            if n <= length:  # '31W' does not fire in a 30-day month
-                if wd(n) == 6:
-                    special.add(n - 1 if n > 1 else n + 2)
-                elif wd(n) == 0:
-                    special.add(n + 1 if n < length else n - 2)
-                else:
-                    special.add(n)
+            if n <= length:  # '31W' does not fire in a 30-day month; W never leaves the month
+                special.add(n + {6: -1 if n > 1 else 2, 0: 1 if n < length else -2}.get(wd(n), 0))
         out = []
         for d in range(1, length + 1):
             dm = d in self._dom or d in special
@@ -308,7 +305,7 @@ class CronSpec:
         return None
 
     def _resolve(self, w: datetime) -> tuple[str, datetime, datetime | None]:
-        """``("unique", utc, None)``, ``("overlap", first, second)`` or ``("gap", gap_end, None)``."""
+        """``("unique", utc, None)``, ``("overlap", first, second)``, ``("gap", end, None)``."""
         oa = w.replace(tzinfo=self._zone).utcoffset()
         ob = w.replace(tzinfo=self._zone, fold=1).utcoffset()
         ua = (w - oa).replace(tzinfo=UTC)
@@ -320,10 +317,9 @@ class CronSpec:
         # gap: fold=0 applies the old offset (an instant after the transition), fold=1 the new
         # one (an instant before it); bisect for the transition, the first instant after the gap.
         lo, hi = ub, ua
-        new = ob
         while hi - lo > _SECOND:
             mid = lo + timedelta(seconds=(hi - lo).total_seconds() // 2)
-            if mid.astimezone(self._zone).utcoffset() == new:
+            if mid.astimezone(self._zone).utcoffset() == ob:
                 hi = mid
             else:
                 lo = mid
@@ -361,7 +357,8 @@ class CronSpec:
                 break
             w = self._next_wall(w + _MINUTE)
         if best is None:
-            raise SpecError("no fire time before the year 10000", expr=self.expr, field="expression")
+            raise SpecError("no fire time before the year 10000", expr=self.expr,
+                            field="expression")
         return best
 
     # -- presentation -------------------------------------------------------------------------
@@ -411,7 +408,8 @@ class CronSpec:
             out = f"at minute {m} past " + ("every hour" if h in ("*", "?") else f"hour {h}")
         days = []
         if not (dom in ("*", "?")):
-            days.append("on " + _join([self._dom_item(x) for x in dom.split(",")]) + " of the month")
+            items = [self._dom_item(x) for x in dom.split(",")]
+            days.append("on " + _join(items) + " of the month")
         if not (dow in ("*", "?")):
             days.append("on " + _join([self._dow_item(x) for x in dow.split(",")], "or"))
         if days:
@@ -450,11 +448,13 @@ class IntervalSpec:
     tz = "UTC"
     is_wildcard = True
 
-    def __init__(self, every: str | int | float | timedelta, anchor: datetime | None = None) -> None:
+    def __init__(self, every: str | int | float | timedelta,
+                 anchor: datetime | None = None) -> None:
         self.every = parse_duration(every, field="every")
         if anchor is not None:
-            if not isinstance(anchor, datetime) or anchor.tzinfo is None or anchor.utcoffset() is None:
-                raise SpecError("anchor must be a timezone-aware datetime", expr=repr(anchor), field="anchor")
+            if not isinstance(anchor, datetime) or anchor.utcoffset() is None:
+                raise SpecError("anchor must be a timezone-aware datetime", expr=repr(anchor),
+                                field="anchor")
             anchor = anchor.astimezone(UTC)
         self.anchor = anchor
 
@@ -494,7 +494,8 @@ class IntervalSpec:
         return f"IntervalSpec({self.text()[6:]!r}, anchor={self.anchor!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, IntervalSpec) and (self.every, self.anchor) == (other.every, other.anchor)
+        return (isinstance(other, IntervalSpec)
+                and (self.every, self.anchor) == (other.every, other.anchor))
 
     def __hash__(self) -> int:
         return hash((self.every, self.anchor))
@@ -504,13 +505,8 @@ class IntervalSpec:
 # entry points
 
 
-def parse_spec(
-    *,
-    cron: str | None = None,
-    every: str | int | float | timedelta | None = None,
-    tz: str | None = None,
-    anchor: datetime | None = None,
-) -> CronSpec | IntervalSpec:
+def parse_spec(*, cron: str | None = None, every: str | int | float | timedelta | None = None,
+               tz: str | None = None, anchor: datetime | None = None) -> CronSpec | IntervalSpec:
     """Exactly one of ``cron`` / ``every``. A zone applies to cron only (an interval is elapsed
     time), so ``every`` with a ``tz`` other than UTC is an error; ``anchor`` is ignored for cron."""
     if (cron is None) == (every is None):
@@ -524,11 +520,13 @@ def parse_spec(
     return IntervalSpec(every, anchor)
 
 
-def spec_from_text(text: str, tz: str | None = None, anchor: datetime | None = None) -> CronSpec | IntervalSpec:
-    """Inverse of ``.text()``: ``"cron:..."`` (with ``tz``) or ``"every:...s"`` (with ``anchor``)."""
+def spec_from_text(text: str, tz: str | None = None,
+                   anchor: datetime | None = None) -> CronSpec | IntervalSpec:
+    """Inverse of ``.text()``: ``"cron:..."`` (pass ``tz``), ``"every:...s"`` (pass ``anchor``)."""
     kind, sep, body = str(text).partition(":")
     if sep and kind == "cron":
         return parse_spec(cron=body, tz=tz)
     if sep and kind == "every":
         return parse_spec(every=body, tz=tz, anchor=anchor)
-    raise SpecError("stored spec text must start with 'cron:' or 'every:'", expr=str(text), field="spec")
+    raise SpecError("stored spec text must start with 'cron:' or 'every:'", expr=str(text),
+                    field="spec")

@@ -53,6 +53,12 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     u = normalize_url(url)
     name = u.get_backend_name()
     if name == "sqlite":
+        # ?synchronous=full trades speed for durability across power loss (default NORMAL:
+        # with WAL, safe against process crashes; the last commits can be lost on power loss)
+        synchronous = str(u.query.get("synchronous", "normal")).upper()
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(f"synchronous must be normal or full, got {synchronous.lower()!r}", key="database")
+        u = u.difference_update_query(["synchronous"])
         engine = sa.create_engine(
             u, echo=echo, connect_args={"check_same_thread": False, "timeout": 30.0}, pool_size=8, max_overflow=8
         )
@@ -64,7 +70,7 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
