@@ -514,6 +514,9 @@ class _Node:
         self._work_stop = threading.Event()
         self.worker = app.new_worker(concurrency, queues) if worker else None
         self.scheduler = app.new_scheduler() if scheduler else None
+        if self.scheduler is not None and self.worker is not None:
+            wake = self.worker.wake
+            self.scheduler.on_materialized = lambda _n: wake.set()
         self.burst = burst
         self.threads: list[threading.Thread] = []
         self._stopped = False

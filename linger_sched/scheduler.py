@@ -163,6 +163,7 @@ class Scheduler:
         self._last_renew = -1e18
         self._specs: dict[tuple[str, str, Any], CronSpec | IntervalSpec] = {}
         self.on_leadership: Callable[[bool, Lease | None], None] | None = None
+        self.on_materialized: Callable[[int], None] | None = None  # wakes a worker in this process
 
     def _store_now(self) -> datetime | None:
         return self.clock.now() if self.clock.authoritative else None
@@ -314,6 +315,8 @@ class Scheduler:
                         report.jobs += 1
                         log.debug("schedule %s: occurrence %s materialized", p.name, o.scheduled_for.isoformat(),
                                   extra={"action": "materialized", "schedule": p.name})
+            if report.jobs and self.on_materialized is not None:
+                self.on_materialized(report.jobs)
             if len(due) < self.settings.batch or not applied:
                 break
         nxt = self.store.next_schedule_at()
