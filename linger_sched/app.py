@@ -535,6 +535,9 @@ class _Node:
             self._spawn("linger-scheduler", self.scheduler.run, self._sched_stop)
         if self.worker is not None:
             self._spawn("linger-worker", self._run_worker, self._work_stop)
+            if app.store.dialect.can_notify:
+                wake = self.worker.wake
+                self._spawn("linger-listen", lambda stop: app.store.listen(wake.set, stop), self._work_stop)
         self._spawn("linger-housekeeping", self._housekeeping, self._work_stop)
         log.info("node %s started (%s) on %s", app.node_id, roles,
                  app.store.engine.url.render_as_string(hide_password=True), extra={"action": "node_started"})

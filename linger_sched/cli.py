@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
+import sqlalchemy.exc
 
 from . import __version__
 from .app import Linger, default_app
@@ -48,6 +49,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), 1)
         except LingerError as exc:
             fail(f"{type(exc).__name__}: {exc}", 1)
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # a driver error that escaped the store's translation
+            fail(f"database error: {getattr(exc, 'orig', None) or exc}", 1)
 
     return wrapper
 
@@ -76,6 +79,20 @@ def setup_logging(verbose: int, level: str | None) -> None:
     logging.getLogger().setLevel(lvl)
 
 
+def app_object(app_path: str | None) -> Linger:
+    """The app named by --app MODULE:ATTR, else the default app."""
+    if not app_path:
+        return default_app()
+    mod, _, attr = app_path.partition(":")
+    try:
+        app = getattr(importlib.import_module(mod), attr or "app")
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"cannot load app {app_path!r}: {type(exc).__name__}: {exc}", key="--app") from exc
+    if not isinstance(app, Linger):
+        raise ConfigError(f"{app_path!r} is not a linger_sched.Linger object", key="--app")
+    return app
+
+
 def load_app(
     database: str | None, imports: Sequence[str], app_path: str | None, config: str | None,
     verbose: int = 0, log_level: str | None = None, *, cli_settings: dict[str, Any] | None = None,
@@ -83,17 +100,11 @@ def load_app(
     setup_logging(verbose, log_level)
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    import_modules(list(imports))
-    if app_path:
-        mod, _, attr = app_path.partition(":")
-        try:
-            app = getattr(importlib.import_module(mod), attr or "app")
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"cannot load app {app_path!r}: {type(exc).__name__}: {exc}", key="--app") from exc
-        if not isinstance(app, Linger):
-            raise ConfigError(f"{app_path!r} is not a linger_sched.Linger object", key="--app")
-    else:
-        app = default_app()
+    try:
+        import_modules(list(imports))
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key="--import") from exc
+    app = app_object(app_path)
     cli = dict(cli_settings or {})
     if database:
         cli["database_url"] = database
@@ -189,7 +200,7 @@ def worker(concurrency: int | None, queues: str | None, burst: bool, **common: A
 def run(concurrency: int | None, queues: str | None, no_worker: bool, no_scheduler: bool, **common: Any) -> None:
     """Run a node: scheduler and worker, until SIGTERM/SIGINT (a second signal forces)."""
     if no_worker and no_scheduler:
-        raise ConfigError("--no-worker and --no-scheduler together leave nothing to run", key="run")
+        raise ConfigError("--no-worker and --no-scheduler together leave nothing to run", key="--no-worker")
     app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
     app.install_schema()
     sys.exit(app.run(worker=not no_worker, scheduler=not no_scheduler))
@@ -221,6 +232,7 @@ def enqueue(task: str, args_json: str | None, kwargs_json: str | None, run_at: s
         if app.registry.tasks:
             raise UnknownTaskError(task, list(app.registry.tasks))
         click.echo(f"linger-sched: warning: task {task!r} is not registered in this process (use --import); queued by name", err=True)
+    app.store.check_schema()
     job_id = app.enqueue(task, *args, run_at=when, delay=delay, priority=priority, queue=queue, unique_key=unique_key, **kwargs)
     click.echo(job_id)
 
@@ -250,6 +262,7 @@ def jobs(ctx: click.Context, state: str | None, limit: int, task_name: str | Non
         ctx.obj = common
         return
     app = load_app(**common)
+    app.store.check_schema()
     rows = app.jobs(state, limit, task=task_name, schedule_name=schedule_name)
     click.echo(table(
         ["ID", "TASK", "STATE", "QUEUE", "PRI", "ATTEMPTS", "RUN_AT", "SCHEDULE"],
@@ -275,6 +288,7 @@ def _merged(ctx: click.Context, common: dict[str, Any]) -> dict[str, Any]:
 def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> None:
     """Show every field of job JOB_ID."""
     app = load_app(**_merged(ctx, common))
+    app.store.check_schema()
     job = app.get_job(job_id)
     data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in job.__dict__.items()}
     if as_json:
@@ -298,6 +312,7 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
 def jobs_retry(ctx: click.Context, job_id: int, **common: Any) -> None:
     """Queue a failed, cancelled or skipped job again, due now."""
     app = load_app(**_merged(ctx, common))
+    app.store.check_schema()
     job = app.retry(job_id)
     click.echo(f"job {job.id} queued again")
 
@@ -310,6 +325,7 @@ def jobs_retry(ctx: click.Context, job_id: int, **common: Any) -> None:
 def jobs_cancel(ctx: click.Context, job_id: int, **common: Any) -> None:
     """Cancel a queued job."""
     app = load_app(**_merged(ctx, common))
+    app.store.check_schema()
     job = app.cancel(job_id)
     click.echo(f"job {job.id} cancelled")
 
@@ -346,6 +362,7 @@ def _schedule_action(action: str) -> Callable[..., None]:
     @handle_errors
     def command(ctx: click.Context, name: str, **common: Any) -> None:
         app = load_app(**_merged(ctx, common))
+        app.store.check_schema()
         if action == "trigger":
             job_id = app.trigger(name)
             click.echo(f"schedule {name} triggered: job {job_id}")
@@ -365,17 +382,24 @@ for _action in ("pause", "resume", "trigger"):
 
 @main.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
-@click.option("--import", "imports", metavar="MODULE", multiple=True, help="Import MODULE so its tasks register.")
+@common_options
 @handle_errors
-def validate(path: str | None, imports: Sequence[str]) -> None:
-    """Check a schedules.yaml (default ./schedules.yaml) without touching the database."""
-    path = path or DEFAULT_CONFIG
+def validate(path: str | None, imports: Sequence[str], config: str | None, verbose: int, log_level: str | None,
+             database: str | None, app_path: str | None) -> None:
+    """Check a schedules.yaml (default ./schedules.yaml) without touching the database.
+
+    --database is accepted like on every command but not used."""
+    path = path or config or DEFAULT_CONFIG
+    setup_logging(verbose, log_level)
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    import_modules(list(imports))
+    try:
+        import_modules(list(imports))
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key="--import") from exc
     cfg = read_config_file(path)
     import_modules(cfg.imports, file=cfg.path, line=cfg.lines.get("imports"))
-    app = default_app()
+    app = app_object(app_path)
     defs = schedules_from_config(cfg, app.registry)
     reg = Registry()
     reg.tasks = dict(app.registry.tasks)

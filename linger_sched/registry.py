@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -128,8 +129,16 @@ class Registry:
     def add_schedule(self, sched: ScheduleDef) -> ScheduleDef:
         old = self.schedules.get(sched.name)
         if old is not None and old.source != sched.source:
+            # point at the YAML side ("path:line") when there is one, so the error names file and line
+            file, line = None, None
+            for src in (sched.source, old.source):
+                head, sep, num = src.rpartition(":")
+                if sep and num.isdigit():
+                    file, line = head, int(num)
+                    break
             raise ConfigError(
-                f"schedule {sched.name!r} is declared twice: in {old.source} and in {sched.source}", key=sched.name
+                f"schedule {sched.name!r} is declared twice: in {old.source} and in {sched.source}",
+                file=file, line=line, key=f"schedules.{sched.name}" if file else sched.name,
             )
         self.schedules[sched.name] = sched
         return sched
@@ -287,9 +296,19 @@ def read_config_file(path: str | Path) -> FileConfig:
         raise ConfigError(exc.message, file=p, line=exc.line, key=exc.key) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        context_mark = getattr(exc, "context_mark", None)
+        if mark is not None and context_mark is not None and mark.index >= len(text.rstrip()):
+            mark = context_mark  # "unexpected end of stream": point at what was left open
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", file=p, line=line) from None
+        context = getattr(exc, "context", None)
+        # name the key written on the offending line, if there is one
+        key = None
+        source_lines = text.splitlines()
+        if line is not None and 0 < line <= len(source_lines):
+            m = re.match(r"\s*(?:-\s+)?([^\s:#'\"\[\]{},&*!|>%@`-][^:#]*?)\s*:(?:\s|$)", source_lines[line - 1])
+            key = m.group(1) if m else None
+        raise ConfigError(f"invalid YAML: {context + ', ' if context else ''}{problem}", file=p, line=line, key=key) from None
     if data is None:
         data = LineDict()
         data.lines = {}

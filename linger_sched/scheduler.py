@@ -327,11 +327,16 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set; sleep until the next fire time or tick, whichever first."""
+        failures = 0
         while not stop.is_set():
             try:
                 report = self.tick()
                 wait = report.wait
+                failures = 0
             except LingerError as exc:
-                log.error("scheduler tick failed: %s", exc, extra={"action": "tick_error"})
-                wait = min(5.0, self.settings.tick_interval * 2)
+                # the lease is trusted only until its deadline, so a node that cannot reach the
+                # database stops materializing on its own; here it only backs off and retries
+                failures += 1
+                wait = min(10.0, self.settings.tick_interval * 2 ** (failures - 1))
+                log.error("scheduler tick failed: %s; retrying in %.1fs", exc, wait, extra={"action": "tick_error"})
             self.clock.wait(max(wait, 0.001), stop)

@@ -297,11 +297,16 @@ class Worker:
     # -- loop and shutdown --------------------------------------------------------------
     def run(self, stop: threading.Event, *, burst: bool = False, on_error: Callable[[BaseException], float] | None = None) -> None:
         """Run until ``stop`` is set (or, with ``burst``, until no due job is left), then drain."""
+        failures = 0
         while not stop.is_set():
             try:
                 report = self.run_once()
+                failures = 0
             except LingerError as exc:
-                wait = on_error(exc) if on_error else 1.0
+                # the database went away: back off (0.5 s doubling to 10 s) and try again; a
+                # node never exits because its database restarted
+                failures += 1
+                wait = on_error(exc) if on_error else min(10.0, 0.5 * 2 ** (failures - 1))
                 log.error("worker iteration failed: %s; retrying in %.1fs", exc, wait, extra={"action": "store_error"})
                 self.clock.wait(wait, stop)
                 continue

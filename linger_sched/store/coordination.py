@@ -268,6 +268,7 @@ class Store(JobStore):
                     )
             if rows:
                 self._insert_occurrences(conn, rows, now)
+                self.dialect.notify(conn, self.channel)
             return applied
 
         return self._tx(run)

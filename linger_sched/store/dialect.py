@@ -8,7 +8,9 @@ under concurrency, and which driver errors mean "try again" or "connection lost"
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+import logging
+import threading
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -19,6 +21,7 @@ from ..errors import ConfigError
 from .tables import UTCDateTime
 
 MYSQL_NAMES = ("mysql", "mariadb")
+log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> sa.URL:
@@ -176,6 +179,48 @@ class Dialect:
             return []
         conn.execute(sa.update(jobs).where(jobs.c.id.in_(ids)).values(values))
         return list(conn.execute(sa.select(*returning).where(jobs.c.id.in_(ids))))
+
+    # -- wake-ups across processes (PostgreSQL LISTEN/NOTIFY) ---------------------------
+    @property
+    def can_notify(self) -> bool:
+        return self.is_postgres
+
+    def notify(self, conn: sa.Connection, channel: str) -> None:
+        """Tell listeners (in the same transaction, so only on commit) that jobs were added."""
+        if self.is_postgres:
+            conn.execute(sa.select(sa.func.pg_notify(channel, "")))
+
+    def listen(self, engine: sa.Engine, channel: str, on_notify: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_notify`` for every NOTIFY on ``channel`` until ``stop`` is set.
+
+        Runs on its own connection (taken out of the pool) and reconnects with backoff after
+        a connection loss; polling stays the fallback while it is down."""
+        if not self.is_postgres:
+            return
+        delay = 0.5
+        while not stop.is_set():
+            conn = None
+            try:
+                fairy = engine.raw_connection()
+                conn = fairy.driver_connection
+                fairy.detach()  # ours alone: never handed back to the pool
+                conn.autocommit = True
+                conn.execute(f'LISTEN "{channel}"')
+                on_notify()  # anything enqueued while we were not listening
+                delay = 0.5
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=0.5):
+                        on_notify()
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause
+                log.warning("LISTEN on %s failed (%s); retrying in %.1fs", channel, exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
 
     # -- errors -------------------------------------------------------------------------
     def is_retryable(self, exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -101,6 +102,7 @@ class JobStore:
         self.engine = engine if engine is not None else create_engine(url)
         self.dialect = Dialect(self.engine)
         self.metadata, self.t = build_metadata(table_prefix)
+        self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL)
         j = self.t.jobs
         self._claim_cols = (
             j.c.id, j.c.task, j.c.args, j.c.queue, j.c.priority, j.c.attempts,
@@ -133,6 +135,14 @@ class JobStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def listen(self, on_notify: Callable[[], None], stop: threading.Event) -> bool:
+        """Block, calling ``on_notify`` whenever jobs are enqueued by any process, until
+        ``stop``; returns False at once on databases without notifications (poll instead)."""
+        if not self.dialect.can_notify:
+            return False
+        self.dialect.listen(self.engine, self.channel, on_notify, stop)
+        return True
 
     # -- schema -------------------------------------------------------------------------
     def install_schema(self) -> None:
@@ -167,14 +177,32 @@ class JobStore:
             raise SchemaError(
                 f"the database schema is version {before}, newer than this linger-sched ({SCHEMA_VERSION}); upgrade the package"
             )
-        # Version 1 is the first schema: upgrading is creating what is missing.
-        self.install_schema()
+        self.install_schema()  # tables that are missing, with their indexes
+        self._tx(self._add_missing)  # columns and indexes added to tables that exist
 
         def bump(conn: sa.Connection) -> None:
             conn.execute(sa.update(self.t.meta).where(self.t.meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
         self._tx(bump)
         return before, SCHEMA_VERSION
+
+    def _add_missing(self, conn: sa.Connection) -> None:
+        """Additive migrations: every column and index of the current tables that an older
+        install lacks is added (new columns must be nullable or have a server default)."""
+        insp = sa.inspect(conn)
+        for table in self.metadata.sorted_tables:
+            have_cols = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in have_cols:
+                    ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {conn.dialect.identifier_preparer.quote(table.name)} ADD COLUMN {ddl}")
+                    log.info("schema upgrade: added column %s.%s", table.name, col.name)
+            have_ix = {ix["name"] for ix in insp.get_indexes(table.name)}
+            have_ix |= {uc["name"] for uc in insp.get_unique_constraints(table.name)}
+            for ix in table.indexes:
+                if ix.name not in have_ix:
+                    ix.create(conn)
+                    log.info("schema upgrade: added index %s", ix.name)
 
     def check_schema(self) -> None:
         version = self.schema_version()
@@ -246,6 +274,7 @@ class JobStore:
             for i, r in enumerate(rows):
                 if i not in ids:
                     ids[i] = self._insert_one(conn, values(r), r.get("unique_key"))
+            self.dialect.notify(conn, self.channel)
             return [ids[i] for i in range(len(rows))]
 
         return self._tx(run)
@@ -393,7 +422,14 @@ class JobStore:
             attempts=sa.case((j.c.attempts > 0, j.c.attempts - 1), else_=0),
             last_error=sa.literal(f"handed back: node {node} shut down before the job finished"),
         )
-        return self._tx(lambda c: c.execute(stmt).rowcount)
+
+        def run(conn: sa.Connection) -> int:
+            n = conn.execute(stmt).rowcount
+            if n:
+                self.dialect.notify(conn, self.channel)
+            return n
+
+        return self._tx(run)
 
     def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[int, str | None, str]]:
         """Jobs ``running`` whose lease expired (their node died): back to ``queued`` at once,
@@ -424,6 +460,8 @@ class JobStore:
                     v["run_at"] = self._now(now)
                 if conn.execute(sa.update(j).where(j.c.id == job_id, *expired).values(v)).rowcount:
                     out.append((job_id, holder, state))
+            if out:
+                self.dialect.notify(conn, self.channel)
             return out
 
         return self._tx(run)

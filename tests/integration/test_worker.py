@@ -299,3 +299,26 @@ def test_future_run_at_starts_on_time(real_app: Linger) -> None:
     assert starts, "job never started"
     late = (starts[0] - due).total_seconds()
     assert -0.05 <= late < 0.5, late
+
+
+def test_enqueue_from_another_process_wakes_an_idle_postgres_node(real_app: Linger, db_name: str) -> None:
+    if db_name != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; other databases poll")
+    started = threading.Event()
+
+    @real_app.task(name="ping")
+    def ping() -> None:
+        started.set()
+
+    real_app.configure(poll_interval=10.0)
+    real_app.start(concurrency=1)
+    time.sleep(1.0)  # idle: the worker sleeps on its 10 s poll
+    producer = Linger(real_app.settings.database_url, table_prefix=real_app.settings.table_prefix)
+    t0 = time.monotonic()
+    producer.enqueue("ping")
+    try:
+        assert started.wait(5), "not woken"
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        producer.store.dispose()
+        real_app.stop(grace=5)
