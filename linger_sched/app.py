@@ -118,6 +118,7 @@ class Linger:
         self.registry = Registry()
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._store: Store | None = None
+        self._store_pid = os.getpid()
         self._store_lock = threading.Lock()
         self._halt_hooks: list[Callable[[], Any]] = []
         self._node: _Node | None = None
@@ -127,8 +128,14 @@ class Linger:
     @property
     def store(self) -> Store:
         with self._store_lock:
+            if self._store is not None and self._store_pid != os.getpid():
+                # forked (gunicorn, multiprocessing): the parent's pooled connections are not
+                # ours to use or close; start a fresh pool in this process
+                self._store.engine.dispose(close=False)
+                self._store_pid = os.getpid()
             if self._store is None:
                 self._store = Store(self.settings.database_url, table_prefix=self.settings.table_prefix)
+                self._store_pid = os.getpid()
             return self._store
 
     def configure(self, **changes: Any) -> None:
@@ -430,6 +437,11 @@ class Linger:
         return Status(self.store.get_lease(LEADER), self.store.list_nodes(), self.store.count_by_state(), self.store.db_now())
 
     # -- running ------------------------------------------------------------------------
+    def _own_node_id(self) -> None:
+        # after a fork the child must not share its parent's node id (job locks, the lease)
+        if self.node_id.rsplit(":", 2)[1] != str(os.getpid()):
+            self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
     def on_halt(self, fn: F) -> F:
         """Register a hook called once when this node is asked to stop."""
         self._halt_hooks.append(fn)
@@ -446,7 +458,9 @@ class Linger:
     def start(self, concurrency: int | None = None, queues: Sequence[str] | None = None, *, worker: bool = True, scheduler: bool = True) -> None:
         """Run a node on background threads inside this process (e.g. a web app).
 
-        Call :meth:`stop` at shutdown; it is also called at interpreter exit."""
+        Call :meth:`stop` at shutdown; it is also called at interpreter exit. In a server that
+        forks workers (gunicorn), call it in each worker after the fork."""
+        self._own_node_id()
         if self._node is not None:
             raise LingerError("this app's node is already running")
         self._node = _Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler)
@@ -467,6 +481,7 @@ class Linger:
         """Run a node in the foreground until SIGTERM/SIGINT (a second signal forces).
 
         Returns the exit status: 0 after a clean stop, 1 after a forced one."""
+        self._own_node_id()
         node = _Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler, burst=burst)
         self._node = node
         previous: dict[int, Any] = {}

@@ -204,6 +204,7 @@ class Dialect:
                 fairy = engine.raw_connection()
                 conn = fairy.driver_connection
                 fairy.detach()  # ours alone: never handed back to the pool
+                conn.rollback()  # the pool's pre-ping may have opened a transaction
                 conn.autocommit = True
                 conn.execute(f'LISTEN "{channel}"')
                 on_notify()  # anything enqueued while we were not listening
