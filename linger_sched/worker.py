@@ -15,7 +15,7 @@ import queue as queue_mod
 import random
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -60,7 +60,12 @@ class WorkerSettings:
     job_lease_ttl: float = 30.0
     rescue_interval: float = 5.0
     shutdown_grace: float = 30.0
-    prefetch: int = 0  # extra jobs claimed beyond free threads (0: claim exactly the free slots)
+    prefetch: int | None = None  # jobs claimed beyond free threads (None: as many as threads)
+
+    @property
+    def capacity(self) -> int:
+        """Jobs a worker holds at once: running plus claimed and waiting for a thread."""
+        return self.concurrency + (self.concurrency if self.prefetch is None else self.prefetch)
 
 
 @dataclass
@@ -104,6 +109,7 @@ class Worker:
         self._results: queue_mod.SimpleQueue[_Outcome] = queue_mod.SimpleQueue()
         self._running: dict[int, tuple[Claimed, float]] = {}  # id -> (job, monotonic start)
         self._timed_out: set[int] = set()
+        self._futures: dict[int, Future[None]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._last_heartbeat = -1e18
         self._last_rescue = -1e18
@@ -145,8 +151,10 @@ class Worker:
                     "rescued job %s from dead node %s: now %s", job_id, dead, state,
                     extra={"action": "rescue", "job_id": job_id, "node": dead},
                 )
-        free = self.settings.concurrency + self.settings.prefetch - self.busy
-        if claim and free > 0:
+        free = self.settings.capacity - self.busy
+        # while every thread is busy, refill only when a quarter of the capacity is free:
+        # one claim (and later one finish) per batch instead of per finished job
+        if claim and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, self.settings.capacity // 4)):
             jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self._store_now())
             report.claimed = len(jobs)
             for job in jobs:
@@ -160,7 +168,7 @@ class Worker:
         until_heartbeat = max(0.0, self._last_heartbeat + s.job_lease_ttl / 3 - self.clock.monotonic())
         if report.claimed and self.busy < s.concurrency:
             return 0.0  # there may be more due work right now
-        if not claim or self.busy >= s.concurrency + s.prefetch:
+        if not claim or self.busy >= s.capacity:
             return until_heartbeat  # woken early by the next finished job
         earliest, db_now = self.store.next_due(s.queues, now=self._store_now())
         wait = s.poll_interval
@@ -173,7 +181,7 @@ class Worker:
         with self._lock:
             self._running[job.id] = (job, self.clock.monotonic())
         ctx = contextvars.copy_context()
-        self._pool_get().submit(ctx.run, self._execute, job)
+        self._futures[job.id] = self._pool_get().submit(ctx.run, self._execute, job)
 
     def _execute(self, job: Claimed) -> None:
         start = self.clock.monotonic()
@@ -230,6 +238,7 @@ class Worker:
         for o in outcomes:
             with self._lock:
                 self._running.pop(o.job.id, None)
+            self._futures.pop(o.job.id, None)
             if o.job.id in self._timed_out:
                 self._timed_out.discard(o.job.id)
                 log.warning("job %s (%s) finished after its timeout; result discarded", o.job.id, o.job.task,
@@ -340,6 +349,14 @@ class Worker:
 
         Returns how many jobs were handed back."""
         grace = self.settings.shutdown_grace if grace is None else grace
+        # claimed jobs that have not started yet go back at once
+        unstarted = [job_id for job_id, fut in list(self._futures.items()) if fut.cancel()]
+        if unstarted:
+            with self._lock:
+                for job_id in unstarted:
+                    self._running.pop(job_id, None)
+                    self._futures.pop(job_id, None)
+            self.store.hand_back(self.node_id, unstarted, now=self._store_now())
         end = self.clock.monotonic() + grace
         while self.busy and self.clock.monotonic() < end and not (force and force.is_set()):
             self.flush()

@@ -103,6 +103,7 @@ class JobStore:
         self.dialect = Dialect(self.engine)
         self.metadata, self.t = build_metadata(table_prefix)
         self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL)
+        self._db_now: dict[float, sa.ColumnElement[Any]] = {}
         j = self.t.jobs
         self._claim_cols = (
             j.c.id, j.c.task, j.c.args, j.c.queue, j.c.priority, j.c.attempts,
@@ -112,7 +113,11 @@ class JobStore:
     # -- plumbing -----------------------------------------------------------------------
     def _now(self, now: datetime | None, plus: float = 0.0) -> sa.ColumnElement[Any]:
         if now is None:
-            return self.dialect.now(plus)
+            # expression trees are immutable: build each "database now + plus" once
+            expr = self._db_now.get(plus)
+            if expr is None:
+                expr = self._db_now[plus] = self.dialect.now(plus)
+            return expr
         from .tables import UTCDateTime
 
         return sa.bindparam(None, now + timedelta(seconds=plus) if plus else now, UTCDateTime())
