@@ -88,6 +88,17 @@ class _Outcome:
     retryable: bool = True
 
 
+_PACKAGE_DIR = __file__.rsplit("/", 1)[0]
+
+
+def _format_error(exc: BaseException) -> str:
+    """The traceback from the task's own first frame on (our calling frames are noise)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR) and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
 class Worker:
     def __init__(
         self,
@@ -142,7 +153,7 @@ class Worker:
             self._last_heartbeat = mono
             if self.busy:
                 self.store.extend(self.node_id, ttl, now=self._store_now())
-            self._check_timeouts()
+        self._check_timeouts()
         if mono - self._last_rescue >= self.settings.rescue_interval:
             self._last_rescue = mono
             for job_id, dead, state in self.store.rescue(now=self._store_now()):
@@ -166,6 +177,7 @@ class Worker:
     def _wait_hint(self, report: Report, claim: bool) -> float:
         s = self.settings
         until_heartbeat = max(0.0, self._last_heartbeat + s.job_lease_ttl / 3 - self.clock.monotonic())
+        until_heartbeat = min(until_heartbeat, self._check_timeouts())
         if report.claimed and self.busy < s.concurrency:
             return 0.0  # there may be more due work right now
         if not claim or self.busy >= s.capacity:
@@ -185,6 +197,9 @@ class Worker:
 
     def _execute(self, job: Claimed) -> None:
         start = self.clock.monotonic()
+        with self._lock:
+            if job.id in self._running:  # a task's timeout counts from here, not from the claim
+                self._running[job.id] = (job, start)
         ok, error, retryable = False, None, True
         try:
             task = self.registry.get_task(job.task)
@@ -206,23 +221,30 @@ class Worker:
         except UnknownTaskError as exc:
             error, retryable = f"{exc}; the job was not run", False
         except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
-            error = "".join(traceback.format_exception(exc)).rstrip()
+            error = _format_error(exc)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 error = f"interrupted: {exc!r}"
         self._results.put(_Outcome(job, ok, error, self.clock.monotonic() - start, retryable))
         self.wake.set()
 
-    def _check_timeouts(self) -> None:
+    def _check_timeouts(self) -> float:
+        """Record attempts that ran past their task's timeout; returns seconds to the next deadline."""
         now = self.clock.monotonic()
+        nearest = float("inf")
         with self._lock:
             running = list(self._running.values())
         for job, started in running:
+            fut = self._futures.get(job.id)
+            task = self.registry.tasks.get(job.task)
+            if task and task.timeout and fut is not None and fut.running():
+                nearest = min(nearest, max(0.0, started + task.timeout - now))
             task = self.registry.tasks.get(job.task)
             if task and task.timeout and job.id not in self._timed_out and now - started > task.timeout:
                 # Python cannot kill a thread: the attempt is recorded as failed now and the
                 # thread's eventual result is discarded; its slot stays busy until it returns.
                 self._timed_out.add(job.id)
                 self._record([_Outcome(job, False, f"timed out after {task.timeout:g}s", now - started)])
+        return nearest
 
     def flush(self) -> int:
         """Write every outcome the pool has reported since the last flush; returns how many."""

@@ -322,3 +322,35 @@ def test_enqueue_from_another_process_wakes_an_idle_postgres_node(real_app: Ling
     finally:
         producer.store.dispose()
         real_app.stop(grace=5)
+
+
+def test_timeout_fails_the_attempt_without_waiting_for_the_thread(real_app: Linger) -> None:
+    release = threading.Event()
+
+    @real_app.task(name="slow", timeout=0.5, max_attempts=1)
+    def slow() -> None:
+        release.wait(10)
+
+    job_id = slow.enqueue()
+    real_app.start(concurrency=2)
+    try:
+        deadline = time.monotonic() + 5
+        while real_app.get_job(job_id).state != "failed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = real_app.get_job(job_id)
+        assert job.state == "failed" and job.last_error == "timed out after 0.5s"
+        assert (job.finished_at - job.started_at).total_seconds() < 2.0
+    finally:
+        release.set()
+        real_app.stop(grace=5)
+
+
+def test_stored_traceback_starts_at_the_task(app: Linger) -> None:
+    @app.task(name="tb", max_attempts=1)
+    def tb() -> None:
+        raise KeyError("missing")
+
+    job_id = tb.enqueue()
+    app.work()
+    error = app.get_job(job_id).last_error or ""
+    assert "linger_sched" not in error and "in tb" in error and "KeyError: 'missing'" in error
