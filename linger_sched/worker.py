@@ -151,8 +151,10 @@ class Worker:
         ttl = self.settings.job_lease_ttl
         if mono - self._last_heartbeat >= ttl / 3:
             self._last_heartbeat = mono
-            if self.busy:
-                self.store.extend(self.node_id, ttl, now=self._store_now())
+            with self._lock:
+                held = [i for i in self._running if i not in self._timed_out]
+            if held:
+                self.store.extend(self.node_id, ttl, now=self._store_now(), ids=held)
         self._check_timeouts()
         if mono - self._last_rescue >= self.settings.rescue_interval:
             self._last_rescue = mono

@@ -356,14 +356,16 @@ class JobStore:
 
         return self._tx(run)
 
-    def extend(self, node: str, lease_ttl: float, now: datetime | None = None) -> int:
-        """Heartbeat: push ``locked_until`` to ``now + lease_ttl`` for every job ``node`` runs."""
+    def extend(self, node: str, lease_ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None) -> int:
+        """Heartbeat: push ``locked_until`` to ``now + lease_ttl`` for the jobs ``node`` runs
+        (only ``ids`` when given: a job the node has lost track of must be left to expire)."""
         j = self.t.jobs
-        stmt = (
-            sa.update(j)
-            .where(j.c.state == "running", j.c.locked_by == node)
-            .values(locked_until=self._now(now, lease_ttl))
-        )
+        stmt = sa.update(j).where(j.c.state == "running", j.c.locked_by == node)
+        if ids is not None:
+            if not ids:
+                return 0
+            stmt = stmt.where(j.c.id.in_(list(ids)))
+        stmt = stmt.values(locked_until=self._now(now, lease_ttl))
         return self._tx(lambda c: c.execute(stmt).rowcount)
 
     def finish(

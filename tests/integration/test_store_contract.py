@@ -234,3 +234,11 @@ def test_database_clock_is_used_when_now_is_none(store: Store) -> None:
     assert len(store.claim("n", None, 1, 30)) == 1
     j = store.get_job(a)
     assert j.locked_until is not None and 25 < (j.locked_until - j.started_at).total_seconds() < 35
+
+
+def test_extend_only_the_given_ids(store: Store) -> None:
+    a, b = store.enqueue([job(), job()], now=T0)
+    store.claim("n1", None, 2, 30, now=T0)
+    assert store.extend("n1", 30, now=at(20), ids=[b]) == 1
+    assert store.get_job(a).locked_until == at(30) and store.get_job(b).locked_until == at(50)
+    assert store.extend("n1", 30, now=at(20), ids=[]) == 0
