@@ -467,12 +467,17 @@ class Linger:
         self._node.start()
         atexit.register(self.stop)
 
-    def stop(self, grace: float | None = None) -> None:
+    def stop(self, grace: float | None = None, *, hand_back_running: bool = False) -> None:
         """Stop the background node: fire ``on_halt``, stop claiming, wait up to ``grace`` for
-        running jobs, hand back the rest and release the leader lease."""
+        running jobs, and release the leader lease.
+
+        Claimed jobs that have not started go back to the queue at once. A job still running
+        after the grace period keeps running on its thread (Python cannot stop it) and keeps
+        its lock until the lock expires, so no other node runs it at the same time; pass
+        ``hand_back_running=True`` when the process exits right after (the thread dies with it)."""
         node, self._node = self._node, None
         if node is not None:
-            node.stop(grace)
+            node.stop(grace, hand_back_running=hand_back_running)
 
     def run(
         self, *, concurrency: int | None = None, queues: Sequence[str] | None = None, worker: bool = True,
@@ -502,7 +507,8 @@ class Linger:
                     break
                 if node.finished.is_set():
                     break
-            forced = node.stop(None)
+            # the caller exits right after (the CLI leaves without waiting for job threads)
+            forced = node.stop(None, hand_back_running=True)
             return 1 if forced else 0
         finally:
             for sig, h in previous.items():
@@ -583,7 +589,7 @@ class _Node:
             except LingerError as exc:
                 log.warning("housekeeping failed: %s", exc)
 
-    def stop(self, grace: float | None) -> bool:
+    def stop(self, grace: float | None, *, hand_back_running: bool = True) -> bool:
         """Graceful stop; returns True when it was forced (second signal)."""
         if self._stopped:
             return False
@@ -600,7 +606,7 @@ class _Node:
             self.scheduler.resign()
         if self.worker is not None:
             try:
-                self.worker.drain(grace, force=self.force)
+                self.worker.drain(grace, force=self.force, hand_back_running=hand_back_running)
             except LingerError as exc:
                 log.error("could not hand back jobs at shutdown: %s", exc)
         try:

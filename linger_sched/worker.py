@@ -368,9 +368,13 @@ class Worker:
             if self.wake.wait(min(left, 0.05)):
                 return
 
-    def drain(self, grace: float | None = None, force: threading.Event | None = None) -> int:
+    def drain(self, grace: float | None = None, force: threading.Event | None = None, *, hand_back_running: bool = True) -> int:
         """Stop claiming; wait up to ``grace`` seconds for running jobs; hand back the rest.
 
+        Claimed jobs that never started are always handed back. Jobs whose thread is still
+        running are handed back only with ``hand_back_running`` (the process is about to exit,
+        taking the thread with it); otherwise they keep their lock until it expires and are
+        rescued then, so a thread that cannot be stopped never runs alongside a second copy.
         Returns how many jobs were handed back."""
         grace = self.settings.shutdown_grace if grace is None else grace
         # claimed jobs that have not started yet go back at once
@@ -390,6 +394,10 @@ class Worker:
         handed = 0
         with self._lock:
             left = list(self._running)
+        if left and not hand_back_running:
+            log.warning("%d job(s) still running after the grace period keep their lock until it expires: %s",
+                        len(left), left, extra={"action": "left_running"})
+            left = []
         if left:
             handed = self.store.hand_back(self.node_id, left, now=self._store_now())
             log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, left, extra={"action": "hand_back"})

@@ -354,3 +354,26 @@ def test_stored_traceback_starts_at_the_task(app: Linger) -> None:
     app.work()
     error = app.get_job(job_id).last_error or ""
     assert "linger_sched" not in error and "in tb" in error and "KeyError: 'missing'" in error
+
+
+def test_stop_in_a_host_process_never_hands_back_a_job_whose_thread_still_runs(real_app: Linger) -> None:
+    release, running = threading.Event(), threading.Event()
+
+    @real_app.task(name="stuck")
+    def stuck() -> None:
+        running.set()
+        release.wait(10)
+
+    job_id = stuck.enqueue()
+    waiting = [stuck.enqueue() for _ in range(3)]  # claimed by prefetch, never started
+    real_app.start(concurrency=1)
+    try:
+        assert running.wait(5)
+        node = real_app.node_id
+        real_app.stop(grace=0.2)
+        job = real_app.get_job(job_id)
+        assert (job.state, job.locked_by) == ("running", node)  # left to expire, not re-run alongside
+        assert {real_app.get_job(i).state for i in waiting} == {"queued"}
+        assert {real_app.get_job(i).attempts for i in waiting} == {0}
+    finally:
+        release.set()
