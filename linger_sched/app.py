@@ -103,6 +103,11 @@ class Linger:
         settings: Settings | None = None,
         **options: Any,
     ) -> None:
+        self._explicit: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+        if database_url is not None:
+            self._explicit["database_url"] = database_url
+        if table_prefix is not None:
+            self._explicit["table_prefix"] = table_prefix
         if settings is None:
             code = dict(options)
             env = dict(os.environ)
@@ -155,7 +160,8 @@ class Linger:
         import_modules(cfg.imports, file=cfg.path, line=cfg.lines.get("imports"))
         for d in schedules_from_config(cfg, self.registry):
             self.registry.add_schedule(d)
-        settings = resolve(cli=cli, file=cfg, code=dataclasses.asdict(self.settings) | {"queues": self.settings.queues})
+        # arguments given to Linger(...) explicitly rank with the CLI flags, above env and file
+        settings = resolve(cli={**self._explicit, **(cli or {})}, file=cfg)
         self.configure(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
         self.config_file = cfg
         return cfg

@@ -93,10 +93,28 @@ def app_object(app_path: str | None) -> Linger:
     return app
 
 
+ROOT_OPTIONS = "linger_sched.root_options"
+
+
+def with_root_options(
+    database: str | None, imports: Sequence[str], app_path: str | None, config: str | None,
+    verbose: int, log_level: str | None,
+) -> tuple[str | None, tuple[str, ...], str | None, str | None, int, str | None]:
+    """Fill in the common options given before the command (``linger-sched --database URL jobs``)."""
+    ctx = click.get_current_context(silent=True)
+    root: dict[str, Any] = ctx.meta.get(ROOT_OPTIONS, {}) if ctx is not None else {}
+    return (
+        database or root.get("database"), (*root.get("imports", ()), *imports), app_path or root.get("app_path"),
+        config or root.get("config"), verbose or root.get("verbose") or 0, log_level or root.get("log_level"),
+    )
+
+
 def load_app(
     database: str | None, imports: Sequence[str], app_path: str | None, config: str | None,
     verbose: int = 0, log_level: str | None = None, *, cli_settings: dict[str, Any] | None = None,
 ) -> Linger:
+    database, imports, app_path, config, verbose, log_level = with_root_options(
+        database, imports, app_path, config, verbose, log_level)
     setup_logging(verbose, log_level)
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
@@ -112,9 +130,13 @@ def load_app(
     if path is not None:
         app.load_config(path, cli=cli)
     else:
+        import dataclasses
+
         from .config import resolve
 
-        s = resolve(cli=cli, code={"database_url": app.settings.database_url} if app_path else None)
+        # the app's settings already hold the environment (or explicit arguments that beat it,
+        # e.g. an --app built with Linger(database_url=...)): only the flags go on top
+        s = resolve(cli=cli, code=dataclasses.asdict(app.settings), env={})
         app.configure(**{k: getattr(s, k) for k in ("database_url", "table_prefix", "concurrency", "queues")})
     return app
 
@@ -147,8 +169,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="linger-sched")
-def main() -> None:
-    """Background and recurring jobs out of a plain SQL table."""
+@common_options
+@click.pass_context
+def main(ctx: click.Context, **common: Any) -> None:
+    """Background and recurring jobs out of a plain SQL table.
+
+    The options below may be given before the command or after it (after wins)."""
+    ctx.meta[ROOT_OPTIONS] = common
 
 
 # -- db ---------------------------------------------------------------------------------
@@ -178,6 +205,20 @@ def db_upgrade(**common: Any) -> None:
 
 
 # -- worker and run ---------------------------------------------------------------------
+def _exit_node(code: int) -> None:
+    """Exit after a node stopped. A job thread still running past the grace period (its job
+    was handed back) cannot be stopped, and the interpreter would wait for it at exit (the
+    thread pool joins its threads): leave without waiting for it."""
+    import threading
+
+    if any(t.name.startswith("linger-job") and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 @main.command()
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Jobs run at once (threads).")
 @click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
@@ -187,7 +228,14 @@ def db_upgrade(**common: Any) -> None:
 def worker(concurrency: int | None, queues: str | None, burst: bool, **common: Any) -> None:
     """Run a worker (no scheduler) until SIGTERM/SIGINT."""
     app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
-    sys.exit(app.run(worker=True, scheduler=False, burst=burst))
+    _warn_without_tasks(app)
+    _exit_node(app.run(worker=True, scheduler=False, burst=burst))
+
+
+def _warn_without_tasks(app: Linger) -> None:
+    if not app.registry.tasks:
+        click.echo("linger-sched: warning: no task is registered in this process, so every job claimed here fails "
+                   "as an unknown task; pass --import MODULE or list modules under imports: in schedules.yaml", err=True)
 
 
 @main.command()
@@ -203,7 +251,9 @@ def run(concurrency: int | None, queues: str | None, no_worker: bool, no_schedul
         raise ConfigError("--no-worker and --no-scheduler together leave nothing to run", key="--no-worker")
     app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
     app.install_schema()
-    sys.exit(app.run(worker=not no_worker, scheduler=not no_scheduler))
+    if not no_worker:
+        _warn_without_tasks(app)
+    _exit_node(app.run(worker=not no_worker, scheduler=not no_scheduler))
 
 
 # -- enqueue ----------------------------------------------------------------------------
@@ -226,7 +276,10 @@ def enqueue(task: str, args_json: str | None, kwargs_json: str | None, run_at: s
     args = _json_arg(args_json, "--args", list, "a JSON array, e.g. '[1, \"a\"]'") if args_json is not None else []
     kwargs = _json_arg(kwargs_json, "--kwargs", dict, "a JSON object, e.g. '{\"user_id\": 1}'") if kwargs_json is not None else {}
     when = parse_instant(run_at, "--run-at") if run_at else None
-    delay = parse_duration(run_in, field="--in") if run_in else None
+    try:
+        delay = parse_duration(run_in, field="--in") if run_in else None
+    except SpecError as exc:
+        raise ConfigError(f"{exc.message}; got {run_in!r}", key="--in") from None
     app = load_app(**common)
     if task not in app.registry.tasks:
         if app.registry.tasks:
@@ -389,6 +442,8 @@ def validate(path: str | None, imports: Sequence[str], config: str | None, verbo
     """Check a schedules.yaml (default ./schedules.yaml) without touching the database.
 
     --database is accepted like on every command but not used."""
+    database, imports, app_path, config, verbose, log_level = with_root_options(
+        database, imports, app_path, config, verbose, log_level)
     path = path or config or DEFAULT_CONFIG
     setup_logging(verbose, log_level)
     if str(Path.cwd()) not in sys.path:
@@ -432,9 +487,11 @@ def status(as_json: bool, **common: Any) -> None:
         return
     if st.leader is None:
         click.echo("leader: none yet")
-    else:
-        live = "valid" if st.leader.expires_at > st.db_now else "EXPIRED"
-        click.echo(f"leader: {st.leader.holder} (epoch {st.leader.epoch}, lease {live} until {fmt_time(st.leader.expires_at)})")
+    elif st.leader.expires_at > st.db_now:
+        click.echo(f"leader: {st.leader.holder} (epoch {st.leader.epoch}, lease valid until {fmt_time(st.leader.expires_at)})")
+    else:  # released at a clean shutdown, or its node died: nobody leads until a scheduler takes over
+        click.echo(f"leader: none (last was {st.leader.holder}, epoch {st.leader.epoch}; "
+                   f"its lease EXPIRED at {fmt_time(st.leader.expires_at)})")
     click.echo(f"nodes: {len(st.nodes)}")
     if st.nodes:
         click.echo(table(["NODE", "ROLES", "REGISTRY", "STARTED", "HEARTBEAT"],

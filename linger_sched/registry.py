@@ -302,6 +302,8 @@ def read_config_file(path: str | Path) -> FileConfig:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            context += f" (started on line {context_mark.line + 1})"
         # name the key written on the offending line, if there is one
         key = None
         source_lines = text.splitlines()

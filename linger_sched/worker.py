@@ -202,6 +202,9 @@ class Worker:
         with self._lock:
             if job.id in self._running:  # a task's timeout counts from here, not from the claim
                 self._running[job.id] = (job, start)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s %s started (attempt %s/%s)", job.id, job.task, job.attempts, job.max_attempts,
+                      extra={"action": "started", "job_id": job.id})
         ok, error, retryable = False, None, True
         try:
             task = self.registry.get_task(job.task)
@@ -288,13 +291,13 @@ class Worker:
             j = o.job
             if o.ok:
                 if debug:
-                    log.debug("job %s %s succeeded (attempt %s, %.3fs)", j.id, j.task, j.attempts, o.duration,
+                    log.debug("job %s %s succeeded (attempt %s, ran %.3fs)", j.id, j.task, j.attempts, o.duration,
                               extra={"action": "succeeded", "job_id": j.id})
                 continue
             first_line = (o.error or "").strip().splitlines()[-1] if o.error else ""
             will_retry = o.retryable and j.attempts < j.max_attempts
             log.warning(
-                "job %s %s %s (attempt %s/%s, %.3fs): %s", j.id, j.task,
+                "job %s %s %s (attempt %s/%s, ran %.3fs): %s", j.id, j.task,
                 "failed, will retry" if will_retry else "failed for good", j.attempts, j.max_attempts,
                 o.duration, first_line, extra={"action": "retry" if will_retry else "failed", "job_id": j.id},
             )

@@ -109,6 +109,15 @@ class Dialect:
         self.is_mysql = self.name in MYSQL_NAMES
         self.server_version = ""
 
+    def database_missing(self, engine: sa.Engine) -> bool:
+        """True for a SQLite file that does not exist yet (connecting would create it)."""
+        if not self.is_sqlite:
+            return False
+        import os
+
+        path = engine.url.database
+        return bool(path) and not os.path.exists(path)
+
     # -- the database clock -------------------------------------------------------------
     def now(self, plus_seconds: float = 0.0) -> sa.ColumnElement[Any]:
         """The database's current UTC time (plus some seconds), as a SQL expression."""

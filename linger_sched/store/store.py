@@ -170,8 +170,13 @@ class JobStore:
 
     def schema_version(self) -> int | None:
         """The installed schema version, or None when the tables are missing."""
-        if not sa.inspect(self.engine).has_table(self.t.meta.name):
-            return None
+        if self.dialect.database_missing(self.engine):
+            return None  # do not create an empty SQLite file just to look
+        try:
+            if not sa.inspect(self.engine).has_table(self.t.meta.name):
+                return None
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"{self.dialect.name} error: {getattr(exc, 'orig', exc)}") from exc
         row = self._tx(lambda c: c.execute(sa.select(self.t.meta.c.value).where(self.t.meta.c.key == "schema_version")).first())
         return int(row[0]) if row else None
 
