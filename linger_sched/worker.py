@@ -15,7 +15,6 @@ import queue as queue_mod
 import random
 import threading
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -60,12 +59,9 @@ class WorkerSettings:
     job_lease_ttl: float = 30.0
     rescue_interval: float = 5.0
     shutdown_grace: float = 30.0
-    prefetch: int | None = None  # jobs claimed beyond free threads (None: as many as threads)
-
-    @property
-    def capacity(self) -> int:
-        """Jobs a worker holds at once: running plus claimed and waiting for a thread."""
-        return self.concurrency + (self.concurrency if self.prefetch is None else self.prefetch)
+    prefetch: int | None = None  # jobs claimed beyond free threads; None: adaptive (see Worker)
+    prefetch_seconds: float = 0.05  # adaptive prefetch holds about this much work per thread
+    max_prefetch: int = 500
 
 
 @dataclass
@@ -118,10 +114,12 @@ class Worker:
         self.rng = rng or random.Random()
         self.wake = threading.Event()  # set by local enqueues, finished jobs, NOTIFY
         self._results: queue_mod.SimpleQueue[_Outcome] = queue_mod.SimpleQueue()
-        self._running: dict[int, tuple[Claimed, float]] = {}  # id -> (job, monotonic start)
+        self._inbox: queue_mod.SimpleQueue[Claimed | None] = queue_mod.SimpleQueue()
+        # every job this worker holds: id -> monotonic start, or None while it waits for a thread
+        self._running: dict[int, tuple[Claimed, float | None]] = {}
         self._timed_out: set[int] = set()
-        self._futures: dict[int, Future[None]] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: list[threading.Thread] = []
+        self._avg_duration: float | None = None  # moving average of job run time (seconds)
         self._last_heartbeat = -1e18
         self._last_rescue = -1e18
         self._lock = threading.Lock()
@@ -130,15 +128,33 @@ class Worker:
     def _store_now(self) -> datetime | None:
         return self.clock.now() if self.clock.authoritative else None
 
-    def _pool_get(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="linger-job")
-        return self._pool
+    def _ensure_threads(self) -> None:
+        if not self._threads:
+            for i in range(self.settings.concurrency):
+                # daemon: a task stuck past the shutdown grace must not keep the process alive
+                t = threading.Thread(target=self._thread_main, name=f"linger-job-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
 
     @property
     def busy(self) -> int:
+        """Jobs held: running on a thread or claimed and waiting for one."""
         with self._lock:
             return len(self._running)
+
+    @property
+    def capacity(self) -> int:
+        """Threads plus prefetch. The adaptive prefetch keeps about ``prefetch_seconds`` of
+        work per thread at the measured job duration: short jobs are claimed in large batches
+        (one claim and one finish transaction per batch), long jobs one per free thread, so a
+        node never sits on a backlog that an idle peer could run."""
+        s = self.settings
+        if s.prefetch is not None:
+            return s.concurrency + s.prefetch
+        if self._avg_duration is None:
+            return 2 * s.concurrency
+        extra = int(s.concurrency * s.prefetch_seconds / max(self._avg_duration, 1e-6))
+        return s.concurrency + min(max(extra, 0), s.max_prefetch)
 
     # -- one iteration ------------------------------------------------------------------
     def run_once(self, *, claim: bool = True) -> Report:
@@ -164,10 +180,11 @@ class Worker:
                     "rescued job %s from dead node %s: now %s", job_id, dead, state,
                     extra={"action": "rescue", "job_id": job_id, "node": dead},
                 )
-        free = self.settings.capacity - self.busy
+        capacity = self.capacity
+        free = capacity - self.busy
         # while every thread is busy, refill only when a quarter of the capacity is free:
         # one claim (and later one finish) per batch instead of per finished job
-        if claim and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, self.settings.capacity // 4)):
+        if claim and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, capacity // 4)):
             jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self._store_now())
             report.claimed = len(jobs)
             for job in jobs:
@@ -182,7 +199,7 @@ class Worker:
         until_heartbeat = min(until_heartbeat, self._check_timeouts())
         if report.claimed and self.busy < s.concurrency:
             return 0.0  # there may be more due work right now
-        if not claim or self.busy >= s.capacity:
+        if not claim or self.busy >= self.capacity:
             return until_heartbeat  # woken early by the next finished job
         earliest, db_now = self.store.next_due(s.queues, now=self._store_now())
         wait = s.poll_interval
@@ -192,16 +209,24 @@ class Worker:
 
     # -- running a job ------------------------------------------------------------------
     def _start(self, job: Claimed) -> None:
+        self._ensure_threads()
         with self._lock:
-            self._running[job.id] = (job, self.clock.monotonic())
-        ctx = contextvars.copy_context()
-        self._futures[job.id] = self._pool_get().submit(ctx.run, self._execute, job)
+            self._running[job.id] = (job, None)
+        self._inbox.put(job)
+
+    def _thread_main(self) -> None:
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                return
+            self._execute(job)
 
     def _execute(self, job: Claimed) -> None:
         start = self.clock.monotonic()
         with self._lock:
-            if job.id in self._running:  # a task's timeout counts from here, not from the claim
-                self._running[job.id] = (job, start)
+            if job.id not in self._running:
+                return  # handed back at shutdown before a thread got to it
+            self._running[job.id] = (job, start)  # a task's timeout counts from here
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s %s started (attempt %s/%s)", job.id, job.task, job.attempts, job.max_attempts,
                       extra={"action": "started", "job_id": job.id})
@@ -230,25 +255,30 @@ class Worker:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 error = f"interrupted: {exc!r}"
         self._results.put(_Outcome(job, ok, error, self.clock.monotonic() - start, retryable))
-        self.wake.set()
+        # wake the loop when it has something to do: the local backlog is (nearly) gone, so it
+        # should record outcomes and refill; otherwise outcomes gather into one batch
+        if self._inbox.qsize() <= self.settings.concurrency // 2:
+            self.wake.set()
 
     def _check_timeouts(self) -> float:
         """Record attempts that ran past their task's timeout; returns seconds to the next deadline."""
-        now = self.clock.monotonic()
         nearest = float("inf")
+        if not any(t.timeout for t in self.registry.tasks.values()):
+            return nearest
+        now = self.clock.monotonic()
         with self._lock:
-            running = list(self._running.values())
+            running = [(job, started) for job, started in self._running.values() if started is not None]
         for job, started in running:
-            fut = self._futures.get(job.id)
             task = self.registry.tasks.get(job.task)
-            if task and task.timeout and fut is not None and fut.running():
-                nearest = min(nearest, max(0.0, started + task.timeout - now))
-            task = self.registry.tasks.get(job.task)
-            if task and task.timeout and job.id not in self._timed_out and now - started > task.timeout:
+            if not task or not task.timeout or job.id in self._timed_out:
+                continue
+            if now - started > task.timeout:
                 # Python cannot kill a thread: the attempt is recorded as failed now and the
                 # thread's eventual result is discarded; its slot stays busy until it returns.
                 self._timed_out.add(job.id)
                 self._record([_Outcome(job, False, f"timed out after {task.timeout:g}s", now - started)])
+            else:
+                nearest = min(nearest, started + task.timeout - now)
         return nearest
 
     def flush(self) -> int:
@@ -262,10 +292,14 @@ class Worker:
         if not outcomes:
             return 0
         fresh = []
-        for o in outcomes:
-            with self._lock:
+        total = 0.0
+        with self._lock:
+            for o in outcomes:
                 self._running.pop(o.job.id, None)
-            self._futures.pop(o.job.id, None)
+                total += o.duration
+        avg = total / len(outcomes)
+        self._avg_duration = avg if self._avg_duration is None else 0.8 * self._avg_duration + 0.2 * avg
+        for o in outcomes:
             if o.job.id in self._timed_out:
                 self._timed_out.discard(o.job.id)
                 log.warning("job %s (%s) finished after its timeout; result discarded", o.job.id, o.job.task,
@@ -346,7 +380,7 @@ class Worker:
                 log.error("worker iteration failed: %s; retrying in %.1fs", exc, wait, extra={"action": "store_error"})
                 self.clock.wait(wait, stop)
                 continue
-            if burst and report.claimed == 0 and report.running == 0 and report.finished == 0:
+            if burst and report.claimed == 0 and report.running == 0:
                 earliest, db_now = self.store.next_due(self.settings.queues, now=self._store_now())
                 if earliest is None or earliest > db_now:
                     break
@@ -380,13 +414,13 @@ class Worker:
         rescued then, so a thread that cannot be stopped never runs alongside a second copy.
         Returns how many jobs were handed back."""
         grace = self.settings.shutdown_grace if grace is None else grace
-        # claimed jobs that have not started yet go back at once
-        unstarted = [job_id for job_id, fut in list(self._futures.items()) if fut.cancel()]
+        # claimed jobs that no thread has started go back at once (a thread that takes one
+        # later finds it gone from _running and skips it)
+        with self._lock:
+            unstarted = [job_id for job_id, (_job, started) in self._running.items() if started is None]
+            for job_id in unstarted:
+                del self._running[job_id]
         if unstarted:
-            with self._lock:
-                for job_id in unstarted:
-                    self._running.pop(job_id, None)
-                    self._futures.pop(job_id, None)
             self.store.hand_back(self.node_id, unstarted, now=self._store_now())
         end = self.clock.monotonic() + grace
         while self.busy and self.clock.monotonic() < end and not (force and force.is_set()):
@@ -407,7 +441,7 @@ class Worker:
             with self._lock:
                 for job_id in left:
                     self._running.pop(job_id, None)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for _ in self._threads:
+            self._inbox.put(None)  # each idle thread exits; a busy one after its job
+        self._threads = []
         return handed
