@@ -157,6 +157,30 @@ class Dialect:
     def insert_returning(self) -> bool:
         return not self.is_mysql
 
+    def insert_many(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
+        """Insert ``rows`` (all with the same keys) and return their ids in order, inside the
+        caller's transaction, in as few statements as the database allows.
+
+        SQLite: one executemany; the transaction holds the write lock (BEGIN IMMEDIATE) and an
+        INTEGER PRIMARY KEY takes max(id) + 1 for each row, so the ids are the last n ids.
+        MySQL/MariaDB: multi-row INSERTs; a simple insert gets consecutive auto-increment ids
+        in every lock mode, and LAST_INSERT_ID() is the first of them.
+        PostgreSQL: INSERT ... RETURNING, matched to the rows by SQLAlchemy's sentinel."""
+        pk = table.c.id
+        if self.is_sqlite:
+            conn.execute(sa.insert(table), rows)
+            last = conn.execute(sa.select(sa.func.max(pk))).scalar_one()
+            return list(range(last - len(rows) + 1, last + 1))
+        if self.is_mysql:
+            ids: list[int] = []
+            for i in range(0, len(rows), chunk):
+                part = rows[i : i + chunk]
+                first = conn.execute(sa.insert(table).values(part)).lastrowid
+                ids.extend(range(first, first + len(part)))
+            return ids
+        got = conn.execute(sa.insert(table).returning(pk, sort_by_parameter_order=True), rows)
+        return [r[0] for r in got]
+
     # -- claiming -----------------------------------------------------------------------
     def claim(
         self,

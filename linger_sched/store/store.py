@@ -275,12 +275,7 @@ class JobStore:
                     if rows[i].get("run_at") is None:
                         v["run_at"] = ts
                     params.append(v)
-                if self.dialect.insert_returning:
-                    got = conn.execute(sa.insert(j).returning(j.c.id, sort_by_parameter_order=True), params)
-                    plain_ids = [g[0] for g in got]
-                else:
-                    plain_ids = [conn.execute(sa.insert(j).values(p)).inserted_primary_key[0] for p in params]
-                ids.update(zip(plain, plain_ids))
+                ids.update(zip(plain, self.dialect.insert_many(conn, j, params)))
             for i, r in enumerate(rows):
                 if i not in ids:
                     ids[i] = self._insert_one(conn, values(r), r.get("unique_key"))

@@ -242,3 +242,12 @@ def test_extend_only_the_given_ids(store: Store) -> None:
     assert store.extend("n1", 30, now=at(20), ids=[b]) == 1
     assert store.get_job(a).locked_until == at(30) and store.get_job(b).locked_until == at(50)
     assert store.extend("n1", 30, now=at(20), ids=[]) == 0
+
+
+def test_bulk_enqueue_ids_match_their_rows_across_chunks(store: Store) -> None:
+    rows = [job("bulk", args=encode_args([i]), priority=i % 7) for i in range(2500)]
+    ids = store.enqueue(rows, now=T0)
+    assert len(set(ids)) == 2500
+    for i in (0, 999, 1000, 1001, 2499):
+        j = store.get_job(ids[i])
+        assert (j.args, j.priority) == ([i], i % 7)
