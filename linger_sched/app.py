@@ -13,7 +13,6 @@ import socket
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar, overload
 
 from . import __version__
@@ -21,7 +20,7 @@ from .clock import Clock
 from .config import Settings, resolve
 from .errors import ConfigError, JobArgumentsError, LingerError, NaiveDatetimeError
 from .registry import (
-    FileConfig, Registry, ScheduleDef, TaskDef, build_schedule, check_json, describe_callable, import_modules,
+    FileConfig, Registry, ScheduleDef, TaskDef, build_schedule, describe_callable, import_modules,
     read_config_file, schedules_from_config, seconds, task_name_of,
 )
 from .scheduler import Scheduler, SchedulerSettings, spec_from_row

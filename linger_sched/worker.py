@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .clock import Clock
 from .errors import LingerError, StoreError, UnknownTaskError
-from .registry import Registry, TaskDef
+from .registry import Registry
 from .store import Claimed, Store, decode_args
 
 log = logging.getLogger(__name__)

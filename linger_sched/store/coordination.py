@@ -232,7 +232,7 @@ class Store(JobStore):
         defence. Returns the names of the schedules whose plans were applied."""
         if not plans:
             return []
-        s, j, ls = self.t.schedules, self.t.jobs, self.t.leases
+        s, ls = self.t.schedules, self.t.leases
 
         def run(conn: sa.Connection) -> list[str]:
             fence = (

@@ -16,13 +16,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import sqlalchemy as sa
 
-from ..errors import JobNotFoundError, JobStateError, SchemaError, ScheduleNotFoundError, StoreError
+from ..errors import JobNotFoundError, JobStateError, SchemaError, StoreError
 from .dialect import Dialect, create_engine
-from .tables import ACTIVE_STATES, SCHEMA_VERSION, build_metadata
+from .tables import SCHEMA_VERSION, build_metadata
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
