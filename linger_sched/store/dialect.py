@@ -216,7 +216,7 @@ class Dialect:
     # -- wake-ups across processes (PostgreSQL LISTEN/NOTIFY) ---------------------------
     @property
     def can_notify(self) -> bool:
-        return self.is_postgres
+        return self.is_postgres or self.is_sqlite
 
     def notify(self, conn: sa.Connection, channel: str) -> None:
         """Tell listeners (in the same transaction, so only on commit) that jobs were added."""
@@ -228,6 +228,9 @@ class Dialect:
 
         Runs on its own connection (taken out of the pool) and reconnects with backoff after
         a connection loss; polling stays the fallback while it is down."""
+        if self.is_sqlite:
+            self._watch_sqlite(engine, on_notify, stop)
+            return
         if not self.is_postgres:
             return
         delay = 0.5
@@ -255,6 +258,33 @@ class Dialect:
                         conn.close()
                     except Exception:  # noqa: BLE001
                         pass
+
+    def _watch_sqlite(self, engine: sa.Engine, on_change: Callable[[], None], stop: threading.Event, every: float = 0.05) -> None:
+        """SQLite has no NOTIFY; ``PRAGMA data_version`` on a connection of our own changes
+        whenever another connection (any process) commits. Reading it takes microseconds and
+        no lock, so checking it every 50 ms wakes an idle worker promptly at no real cost."""
+        import sqlite3
+
+        path = engine.url.database
+        conn = None
+        try:
+            while not stop.is_set():
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(path, timeout=1.0, check_same_thread=False)
+                        last = conn.execute("PRAGMA data_version").fetchone()[0]
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version != last:
+                        last = version
+                        on_change()
+                except sqlite3.Error as exc:
+                    log.warning("watching %s failed: %s", path, exc)
+                    conn = None
+                    stop.wait(1.0)
+                stop.wait(every)
+        finally:
+            if conn is not None:
+                conn.close()
 
     # -- errors -------------------------------------------------------------------------
     def is_retryable(self, exc: BaseException) -> bool:

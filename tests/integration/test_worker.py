@@ -377,3 +377,31 @@ def test_stop_in_a_host_process_never_hands_back_a_job_whose_thread_still_runs(r
         assert {real_app.get_job(i).attempts for i in waiting} == {0}
     finally:
         release.set()
+
+
+def test_enqueue_from_another_process_wakes_an_idle_sqlite_node(real_app: Linger, db_name: str) -> None:
+    if db_name != "sqlite":
+        pytest.skip("PRAGMA data_version is SQLite's")
+    import subprocess
+    import sys
+
+    started = threading.Event()
+
+    @real_app.task(name="ping")
+    def ping() -> None:
+        started.set()
+
+    real_app.configure(poll_interval=10.0)
+    real_app.start(concurrency=1)
+    time.sleep(0.5)
+    code = (
+        "from linger_sched import Linger; import sys; "
+        "Linger(sys.argv[1], table_prefix=sys.argv[2]).enqueue('ping')"
+    )
+    subprocess.run([sys.executable, "-c", code, real_app.settings.database_url, real_app.settings.table_prefix], check=True)
+    t0 = time.monotonic()  # the producer has committed
+    try:
+        assert started.wait(5), "not woken"
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        real_app.stop(grace=5)
