@@ -70,6 +70,20 @@ class NodeRow:
 class Store(JobStore):
     """All persistence of one linger-sched installation (one database, one table prefix)."""
 
+    @property
+    def _advance_stmt(self) -> sa.Update:
+        s = self.t.schedules
+        from .tables import UTCDateTime
+
+        return (
+            sa.update(s)
+            .where(s.c.name == sa.bindparam("b_name"))
+            .values(
+                next_run_at=sa.bindparam("b_next", type_=UTCDateTime()),
+                last_run_at=sa.func.coalesce(sa.bindparam("b_last", type_=UTCDateTime()), s.c.last_run_at),
+            )
+        )
+
     # -- leader lease -------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> Lease | None:
         """Acquire or renew lease ``name`` for ``holder`` until ``now + ttl``.
@@ -242,19 +256,27 @@ class Store(JobStore):
             )
             if conn.execute(fence).first() is None:
                 return []
-            applied: list[str] = []
+            # compare-and-set for the whole batch: read the current next_run_at under a row
+            # lock (SQLite: the transaction already holds the write lock), keep the plans that
+            # still start from it, and advance them with one executemany
+            names = [p.name for p in plans]
+            current = {
+                name: value
+                for name, value in conn.execute(
+                    sa.select(s.c.name, s.c.next_run_at).where(s.c.name.in_(names)).with_for_update()
+                )
+            }
+            fresh = [p for p in plans if p.expected is not None and current.get(p.name) == p.expected]
+            if not fresh:
+                return []
+            conn.execute(self._advance_stmt, [
+                {"b_name": p.name, "b_next": p.next_run_at,
+                 "b_last": max((o.scheduled_for for o in p.occurrences), default=None)}
+                for p in fresh
+            ])
+            applied = [p.name for p in fresh]
             rows: list[dict[str, Any]] = []
-            for p in plans:
-                last = max((o.scheduled_for for o in p.occurrences), default=None)
-                values: dict[str, Any] = {"next_run_at": p.next_run_at}
-                if last is not None:
-                    values["last_run_at"] = last
-                n = conn.execute(
-                    sa.update(s).where(s.c.name == p.name, s.c.next_run_at == p.expected).values(values)
-                ).rowcount
-                if n != 1:
-                    continue
-                applied.append(p.name)
+            for p in fresh:
                 for o in p.occurrences:
                     rows.append(
                         {
