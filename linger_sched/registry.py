@@ -350,9 +350,14 @@ def read_config_file(path: str | Path) -> FileConfig:
 
 
 def import_modules(modules: list[str], *, file: str | None = None, line: int | None = None) -> None:
-    """Import modules so that their ``@task`` decorators run. The working directory is on the path."""
+    """Import modules so that their ``@task`` decorators run. The working directory, and the
+    directory of the config file that names them, are on the path."""
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
+    if file is not None:
+        here = str(Path(file).resolve().parent)
+        if here not in sys.path:
+            sys.path.append(here)  # after the working directory: cwd modules win on a clash
     for mod in modules:
         try:
             importlib.import_module(mod)

@@ -530,3 +530,17 @@ def test_explicit_database_url_still_beats_environment_after_load_config(monkeyp
     app = Linger(database_url=explicit)
     app.load_config(path)
     assert app.settings.database_url == explicit
+
+
+def test_imports_resolve_next_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "tasks_beside_config.py").write_text("from linger_sched import task\n\n@task\ndef beside():\n    pass\n")
+    path = write(conf, "imports: [tasks_beside_config]\nschedules: {}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(elsewhere))])
+    app = Linger(f"sqlite:///{tmp_path / 'x.db'}")
+    app.load_config(path)
+    import tasks_beside_config  # noqa: F401  (imported by load_config)
