@@ -53,13 +53,18 @@ class TickReport:
     wait: float = 1.0
 
 
+def stored_spec(spec: CronSpec | IntervalSpec) -> str:
+    """What the ``spec`` column holds: a cron expression as written, or ``every:<seconds>s``."""
+    return spec.expr if isinstance(spec, CronSpec) else spec.text()
+
+
 def spec_from_row(row: ScheduleRow) -> CronSpec | IntervalSpec:
-    kind, _, body = row.spec.partition(":")
-    if kind == "cron":
-        return parse_spec(cron=body, tz=row.tz)
-    if kind == "every":
-        return parse_spec(every=body, anchor=row.anchor)
-    raise SpecError(f"unknown stored spec kind {kind!r}", expr=row.spec, field="spec")
+    text = row.spec
+    if text.startswith("every:"):
+        return parse_spec(every=text[len("every:"):], anchor=row.anchor)
+    if text.startswith("cron:"):  # the canonical form, accepted too
+        text = text[len("cron:"):]
+    return parse_spec(cron=text, tz=row.tz)
 
 
 def plan(
@@ -199,7 +204,7 @@ class Scheduler:
                 anchor = old.anchor if old is not None and old.anchor is not None else now
                 spec = spec.with_anchor(anchor)
             base = {
-                "task": d.task, "spec": d.spec.text(), "tz": d.spec.tz,
+                "task": d.task, "spec": stored_spec(d.spec), "tz": d.spec.tz,
                 "anchor": getattr(spec, "anchor", None), "args": args, "options": options_text,
                 "spec_hash": d.spec_hash,
             }

@@ -263,3 +263,15 @@ def test_resign_lets_a_peer_take_over_at_once(db_url: str, prefix: str, clock: F
         assert s2.tick().leader
     finally:
         apps[0].store.drop_schema()
+
+
+def test_the_spec_column_holds_the_cron_expression_as_written(app: Linger) -> None:
+    @app.task(name="b", cron="0 0 1 * *", tz="Europe/Berlin")
+    def b() -> None: ...
+
+    @app.task(name="e", every="15m")
+    def e() -> None: ...
+
+    scheduler(app)
+    assert (app.store.get_schedule("b").spec, app.store.get_schedule("b").tz) == ("0 0 1 * *", "Europe/Berlin")
+    assert app.store.get_schedule("e").spec == "every:900s"
