@@ -13,7 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Sequence, TypeVar, overload
+from typing import Any, Callable, Iterable, Sequence, TypeVar, cast, overload
 
 from . import __version__
 from .clock import Clock
@@ -205,7 +205,8 @@ class Linger:
                 queue=options.get("queue") or "default",
                 priority=priority,
                 max_attempts=max_attempts or 3,
-                retry_backoff=seconds(options.get("retry_backoff"), "retry_backoff") if options.get("retry_backoff") is not None else 10.0,
+                # seconds() returns a float for a value that is not None
+                retry_backoff=cast(float, seconds(options.get("retry_backoff"), "retry_backoff")) if options.get("retry_backoff") is not None else 10.0,
                 timeout=seconds(options.get("timeout"), "timeout"),
                 is_class=is_class,
             )
@@ -313,11 +314,12 @@ class Linger:
         dict of keyword arguments, or ``(args, kwargs)`` given as a 2-tuple ``(list, dict)``.
         ``enqueue_many([ClassJob(...), ...])``: class-job instances."""
         rows = []
-        opts = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=None, max_attempts=max_attempts)
+        opts: dict[str, Any] = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=None, max_attempts=max_attempts)
         if items is None:
             for obj in task_or_items:
                 rows.append(self._row(obj, (), {}, **opts))
         else:
+            a: tuple[Any, ...]
             for item in items:
                 if isinstance(item, dict):
                     a, kw = (), item
@@ -494,7 +496,7 @@ class Linger:
         self._own_node_id()
         node = _Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler, burst=burst)
         self._node = node
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             def handler(signum: int, _frame: Any) -> None:
                 # Only set flags here: the main thread does the work outside the handler, so
@@ -568,7 +570,7 @@ class _Node:
         log.info("node %s started (%s) on %s", app.node_id, roles,
                  app.store.engine.url.render_as_string(hide_password=True), extra={"action": "node_started"})
 
-    def _spawn(self, name: str, target: Callable[[threading.Event], None], stop: threading.Event) -> None:
+    def _spawn(self, name: str, target: Callable[[threading.Event], object], stop: threading.Event) -> None:
         t = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
         t.start()
         self.threads.append(t)

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -282,7 +283,7 @@ class FileConfig:
     lines: dict[Any, int] = field(default_factory=dict)
 
 
-def read_config_file(path: str | Path) -> FileConfig:
+def read_config_file(path: str | os.PathLike[str]) -> FileConfig:
     """Parse a schedules.yaml (safe_load) and check its top level; imports nothing."""
     p = str(path)
     try:

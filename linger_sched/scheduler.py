@@ -189,7 +189,8 @@ class Scheduler:
         schedules no longer declared are disabled (kept, with their history)."""
         now = self._now()
         existing = {r.name: r for r in self.store.load_schedules()}
-        inserts, updates, report = [], [], {"added": [], "changed": [], "disabled": [], "enabled": []}
+        inserts, updates = [], []
+        report: dict[str, list[str]] = {"added": [], "changed": [], "disabled": [], "enabled": []}
         for d in defs:
             task_opts = self.task_defaults(d.task)
             options = d.options()

@@ -133,8 +133,9 @@ _DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", 
 _MONTHS = {n[:3].upper(): i for i, n in enumerate(_MONTH_NAMES) if n}
 _DAYS = {n[:3].upper(): i for i, n in enumerate(_DAY_NAMES)}
 # name, lowest, highest, names
-_FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
-           ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
 _ORDINALS = ("", "first", "second", "third", "fourth", "fifth")
 
 
@@ -228,7 +229,9 @@ class CronSpec:
                 self._dom.update(self._item(2, item))
 
     def _parse_dow(self, text: str) -> None:
-        self._dow, self._dow_nth, self._dow_last = set(), set(), set()
+        self._dow: set[int] = set()
+        self._dow_nth: set[tuple[int, int]] = set()
+        self._dow_last: set[int] = set()
         for item in text.split(","):
             if "#" in item:
                 wd, _, k = item.partition("#")
@@ -308,6 +311,7 @@ class CronSpec:
         """``("unique", utc, None)``, ``("overlap", first, second)``, ``("gap", end, None)``."""
         oa = w.replace(tzinfo=self._zone).utcoffset()
         ob = w.replace(tzinfo=self._zone, fold=1).utcoffset()
+        assert oa is not None and ob is not None  # a ZoneInfo always gives an offset
         ua = (w - oa).replace(tzinfo=UTC)
         if oa == ob:
             return "unique", ua, None
@@ -335,12 +339,14 @@ class CronSpec:
         if wild and loc.fold == 0:
             # ``instant`` may be in the first pass of an overlap: the second pass of an earlier
             # wall time is then still ahead of it.
-            d = loc.utcoffset() - loc.replace(fold=1).utcoffset()
+            off0, off1 = loc.utcoffset(), loc.replace(fold=1).utcoffset()
+            assert off0 is not None and off1 is not None  # a ZoneInfo always gives an offset
+            d = off0 - off1
             if d > timedelta(0):
                 w = self._next_wall(wi - d)
                 while w is not None and w <= wi + d:
                     kind, _, second = self._resolve(w)
-                    if kind == "overlap" and second > u:
+                    if kind == "overlap" and second is not None and second > u:
                         best = second
                         break
                     w = self._next_wall(w + _MINUTE)
@@ -517,6 +523,7 @@ def parse_spec(*, cron: str | None = None, every: str | int | float | timedelta 
     if tz is not None and tz not in ("UTC", "Etc/UTC"):
         raise SpecError("a time zone applies to cron schedules only; an interval is elapsed time "
                         "and ignores DST", expr=str(tz), field="tz")
+    assert every is not None  # exactly one of cron / every was checked above
     return IntervalSpec(every, anchor)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Unpack, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -116,11 +116,14 @@ class Dialect:
         import os
 
         path = engine.url.database
-        return bool(path) and not os.path.exists(path)
+        if not path:
+            return False
+        return not os.path.exists(path)
 
     # -- the database clock -------------------------------------------------------------
     def now(self, plus_seconds: float = 0.0) -> sa.ColumnElement[Any]:
         """The database's current UTC time (plus some seconds), as a SQL expression."""
+        expr: sa.ColumnElement[Any]
         if self.is_sqlite:
             args: list[Any] = ["%Y-%m-%d %H:%M:%f", "now"]
             if plus_seconds:
@@ -191,7 +194,7 @@ class Dialect:
         limit: int,
         values: dict[str, Any],
         returning: Sequence[sa.ColumnElement[Any]],
-    ) -> list[sa.Row[Any]]:
+    ) -> list[sa.Row[Unpack[tuple[Any, ...]]]]:
         """Mark up to ``limit`` rows matching ``where`` (in ``order_by``) with ``values``.
 
         Runs inside the caller's transaction and returns the claimed rows *after* the update.
@@ -235,7 +238,7 @@ class Dialect:
             return
         delay = 0.5
         while not stop.is_set():
-            conn = None
+            conn: Any = None  # the DBAPI (psycopg) connection
             try:
                 fairy = engine.raw_connection()
                 conn = fairy.driver_connection
@@ -265,7 +268,8 @@ class Dialect:
         no lock, so checking it every 50 ms wakes an idle worker promptly at no real cost."""
         import sqlite3
 
-        path = engine.url.database
+        # normalize_url rejects SQLite URLs without a database file
+        path = cast(str, engine.url.database)
         conn = None
         try:
             while not stop.is_set():

@@ -289,7 +289,9 @@ class JobStore:
         if not unique_key:
             if self.dialect.insert_returning:
                 return int(conn.execute(sa.insert(j).values(v).returning(j.c.id)).scalar_one())
-            return int(conn.execute(sa.insert(j).values(v)).inserted_primary_key[0])
+            pk = conn.execute(sa.insert(j).values(v)).inserted_primary_key
+            assert pk is not None  # always set for a single-row INSERT
+            return int(pk[0])
         for _ in range(5):
             stmt = self.dialect.insert_ignore(j).values(v)
             if self.dialect.insert_returning:
