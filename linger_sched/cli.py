@@ -357,30 +357,23 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
         click.echo(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (list, dict)) else ('-' if v is None else v)}")
 
 
-@jobs.command("retry")
-@click.argument("job_id", type=int)
-@common_options
-@click.pass_context
-@handle_errors
-def jobs_retry(ctx: click.Context, job_id: int, **common: Any) -> None:
-    """Queue a failed, cancelled or skipped job again, due now."""
-    app = load_app(**_merged(ctx, common))
-    app.store.check_schema()
-    job = app.retry(job_id)
-    click.echo(f"job {job.id} queued again")
+def _job_action(action: str, done: str, doc: str) -> Callable[..., None]:
+    @click.argument("job_id", type=int)
+    @common_options
+    @click.pass_context
+    @handle_errors
+    def command(ctx: click.Context, job_id: int, **common: Any) -> None:
+        app = load_app(**_merged(ctx, common))
+        app.store.check_schema()
+        job = getattr(app, action)(job_id)
+        click.echo(f"job {job.id} {done}")
+
+    command.__doc__ = doc
+    return command
 
 
-@jobs.command("cancel")
-@click.argument("job_id", type=int)
-@common_options
-@click.pass_context
-@handle_errors
-def jobs_cancel(ctx: click.Context, job_id: int, **common: Any) -> None:
-    """Cancel a queued job."""
-    app = load_app(**_merged(ctx, common))
-    app.store.check_schema()
-    job = app.cancel(job_id)
-    click.echo(f"job {job.id} cancelled")
+jobs.command("retry")(_job_action("retry", "queued again", "Queue a failed, cancelled or skipped job again, due now."))
+jobs.command("cancel")(_job_action("cancel", "cancelled", "Cancel a queued job."))
 
 
 # -- schedules --------------------------------------------------------------------------

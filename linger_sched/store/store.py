@@ -361,14 +361,19 @@ class JobStore:
     def extend(self, node: str, lease_ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None) -> int:
         """Heartbeat: push ``locked_until`` to ``now + lease_ttl`` for the jobs ``node`` runs
         (only ``ids`` when given: a job the node has lost track of must be left to expire)."""
-        j = self.t.jobs
-        stmt = sa.update(j).where(j.c.state == "running", j.c.locked_by == node)
-        if ids is not None:
-            if not ids:
-                return 0
-            stmt = stmt.where(j.c.id.in_(list(ids)))
+        stmt = self._held_by(node, ids)
+        if stmt is None:
+            return 0
         stmt = stmt.values(locked_until=self._now(now, lease_ttl))
         return self._tx(lambda c: c.execute(stmt).rowcount)
+
+    def _held_by(self, node: str, ids: Sequence[int] | None) -> sa.Update | None:
+        """UPDATE of the running jobs ``node`` holds (only ``ids`` when given; None for no ids)."""
+        j = self.t.jobs
+        stmt = sa.update(j).where(j.c.state == "running", j.c.locked_by == node)
+        if ids is None:
+            return stmt
+        return stmt.where(j.c.id.in_(list(ids))) if ids else None
 
     def finish(
         self,
@@ -418,12 +423,10 @@ class JobStore:
 
         The interrupted attempt is not counted (``attempts - 1``)."""
         j = self.t.jobs
-        stmt = sa.update(j).where(j.c.state == "running", j.c.locked_by == node)
-        if ids is not None:
-            if not ids:
-                return 0
-            stmt = stmt.where(j.c.id.in_(list(ids)))
-        stmt = stmt.values(
+        held = self._held_by(node, ids)
+        if held is None:
+            return 0
+        stmt = held.values(
             state="queued",
             locked_by=None,
             locked_until=None,
