@@ -486,6 +486,12 @@ class Linger:
         if node is not None:
             node.stop(grace, hand_back_running=hand_back_running)
 
+    def is_leader(self) -> bool:
+        """Whether this process's node (:meth:`start` or :meth:`run`) holds the leader lease now
+        (e.g. for a health endpoint); False when no node with a scheduler is running."""
+        node = self._node
+        return node is not None and node.scheduler is not None and node.scheduler.is_leader()
+
     def run(
         self, *, concurrency: int | None = None, queues: Sequence[str] | None = None, worker: bool = True,
         scheduler: bool = True, burst: bool = False, handle_signals: bool = True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify
 
 from linger_sched import Linger, current_job
 
@@ -63,4 +63,4 @@ def job_status(job_id: int):  # type: ignore[no-untyped-def]
 
 @web.get("/health")
 def health():  # type: ignore[no-untyped-def]
-    return jsonify(ok=True, pid=os.getpid(), node=linger.node_id, leader=request.args.get("x") is not None)
+    return jsonify(ok=True, pid=os.getpid(), node=linger.node_id, leader=linger.is_leader())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from linger_sched import FakeClock, Linger, current_job
 from linger_sched.scheduler import Scheduler

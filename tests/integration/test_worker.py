@@ -280,6 +280,21 @@ def test_start_runs_jobs_in_the_background_and_wakes_on_enqueue(real_app: Linger
     assert halted == [True]
 
 
+def test_is_leader_reports_the_started_nodes_lease(real_app: Linger) -> None:
+    assert real_app.is_leader() is False  # no node running
+    real_app.start(concurrency=1)
+    try:
+        deadline = time.monotonic() + 5
+        while not real_app.is_leader() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert real_app.is_leader() is True
+        lease = real_app.store.get_lease("leader")
+        assert lease is not None and lease.holder == real_app.node_id
+    finally:
+        real_app.stop(grace=5)
+    assert real_app.is_leader() is False
+
+
 def test_future_run_at_starts_on_time(real_app: Linger) -> None:
     starts = []
 
