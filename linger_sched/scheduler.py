@@ -291,18 +291,20 @@ class Scheduler:
             return report
         assert self.lease is not None
         report.leader, report.epoch = True, self.lease.epoch
+        stuck = False
         while True:
-            now = self._now()
+            # one query when idle: the earliest fire time and the (database) clock together
+            first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
+            if first is None or first > now:
+                break
             due = self.store.due_schedules(now=now, limit=self.settings.batch)
             report.due += len(due)
             if not due:
                 break
-            overlap_names = [r.name for r in due if json.loads(r.options or "{}").get("overlap", "skip") == "skip"]
-            active = self.store.active_schedule_names(overlap_names)
             plans = []
             for row in due:
                 try:
-                    plans.append(plan(row, self._spec(row), now, active=row.name in active, threshold=self.settings.threshold))
+                    plans.append(plan(row, self._spec(row), now, active=row.active, threshold=self.settings.threshold))
                 except SpecError as exc:
                     log.error("schedule %s has an invalid spec %r: %s", row.name, row.spec, exc)
             if not self.is_leader():
@@ -324,11 +326,12 @@ class Scheduler:
             if report.jobs and self.on_materialized is not None:
                 self.on_materialized(report.jobs)
             if len(due) < self.settings.batch or not applied:
+                # the rest (an invalid spec, a lost race) waits for the next tick, not a busy loop
+                first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
+                stuck = first is not None and first <= now
                 break
-        nxt = self.store.next_schedule_at()
-        if nxt is not None:
-            now = self.clock.now() if self.clock.authoritative else self.store.db_now()
-            report.wait = max(0.0, min(self.settings.tick_interval, (nxt - now).total_seconds()))
+        if first is not None and not stuck:
+            report.wait = max(0.0, min(self.settings.tick_interval, (first - now).total_seconds()))
         return report
 
     def run(self, stop: threading.Event) -> None:

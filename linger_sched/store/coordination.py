@@ -27,6 +27,7 @@ class ScheduleRow:
     enabled: bool
     spec_hash: str
     updated_at: datetime
+    active: bool = False  # due_schedules only: a job of this schedule is queued or running
 
 
 @dataclass
@@ -206,33 +207,35 @@ class Store(JobStore):
         self._tx(run)
 
     def due_schedules(self, now: datetime | None = None, limit: int = 1000) -> list[ScheduleRow]:
-        """Enabled, unpaused schedules with ``next_run_at <= now``, oldest first (index scan)."""
-        s = self.t.schedules
+        """Enabled, unpaused schedules with ``next_run_at <= now``, oldest first (index scan),
+        each with ``active``: whether a job of it is queued or running (for ``overlap: skip``),
+        found by a correlated EXISTS on the (schedule_name, state) index in the same query."""
+        s, j = self.t.schedules, self.t.jobs
+        active = sa.exists().where(j.c.schedule_name == s.c.name, j.c.state.in_(("queued", "running")))
         stmt = (
-            sa.select(s)
+            sa.select(s, active)
             .where(s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at <= self._now(now))
             .order_by(s.c.next_run_at)
             .limit(limit)
         )
-        return [ScheduleRow(*r) for r in self._tx(lambda c: list(c.execute(stmt)))]
+        rows = self._tx(lambda c: list(c.execute(stmt)))
+        return [ScheduleRow(*r[:-1], bool(r[-1])) for r in rows]  # type: ignore[call-arg]
 
     def next_schedule_at(self) -> datetime | None:
         """The earliest ``next_run_at`` of an enabled, unpaused schedule."""
-        s = self.t.schedules
-        stmt = sa.select(s.c.next_run_at).where(
-            s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at.is_not(None)
-        ).order_by(s.c.next_run_at).limit(1)
-        return self._tx(lambda c: c.execute(stmt).scalar())
+        return self.schedule_horizon()[0]
 
-    def active_schedule_names(self, names: Sequence[str]) -> set[str]:
-        """Which of ``names`` have a job that is queued or running (for ``overlap: skip``)."""
-        if not names:
-            return set()
-        j = self.t.jobs
-        stmt = sa.select(j.c.schedule_name).where(
-            j.c.schedule_name.in_(list(names)), j.c.state.in_(("queued", "running"))
-        ).distinct()
-        return {r[0] for r in self._tx(lambda c: list(c.execute(stmt)))}
+    def schedule_horizon(self, now: datetime | None = None) -> tuple[datetime | None, datetime]:
+        """``(earliest next_run_at of an enabled, unpaused schedule, now)`` in one round trip:
+        an idle scheduler tick costs this one query. ``now`` is the database clock unless given."""
+        s = self.t.schedules
+        first = sa.select(s.c.next_run_at).where(
+            s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at.is_not(None)
+        ).order_by(s.c.next_run_at).limit(1).scalar_subquery()
+        if now is not None:
+            return self._tx(lambda c: c.execute(sa.select(first)).scalar()), now
+        row = self._tx(lambda c: c.execute(sa.select(first, self._now(None))).one())
+        return row[0], row[1]
 
     def materialize(
         self, plans: Sequence[Plan], *, lease: str, holder: str, epoch: int, now: datetime | None = None

@@ -274,3 +274,52 @@ def test_the_spec_column_holds_the_cron_expression_as_written(app: Linger) -> No
     scheduler(app)
     assert (app.store.get_schedule("b").spec, app.store.get_schedule("b").tz) == ("0 0 1 * *", "Europe/Berlin")
     assert app.store.get_schedule("e").spec == "every:900s"
+
+
+def test_an_idle_tick_is_one_query_and_waits_for_the_next_fire_time(app: Linger, clock: FakeClock) -> None:
+    import sqlalchemy as sa
+
+    @app.task(name="later", every="10s")
+    def later() -> None: ...
+
+    s = scheduler(app)
+    s.tick()  # takes the lease
+    clock.advance(3)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sa.event.listen(app.store.engine, "before_cursor_execute", count)
+    try:
+        report = s.tick()  # leader, nothing due, lease not yet up for renewal
+    finally:
+        sa.event.remove(app.store.engine, "before_cursor_execute", count)
+    assert report.leader and report.jobs == 0
+    queries = [q for q in statements if not q.startswith("BEGIN")]  # SQLite's explicit BEGIN IMMEDIATE
+    assert len(queries) == 1, queries
+    assert report.wait == min(app.settings.tick_interval, 7.0)
+    clock.advance(6.75)
+    assert abs(s.tick().wait - 0.25) < 1e-6  # sleeps until the next fire time, 10 s after registration
+
+
+def test_a_schedule_that_cannot_be_planned_does_not_make_the_tick_spin(app: Linger, clock: FakeClock) -> None:
+    import sqlalchemy as sa
+
+    @app.task(name="ok", every="10s")
+    def ok() -> None: ...
+
+    @app.task(name="broken", every="10s")
+    def broken() -> None: ...
+
+    t0 = clock.now()
+    s = scheduler(app)
+    s.tick()  # both fire at their anchor
+    sched = app.store.t.schedules
+    with app.store.engine.begin() as conn:  # a row no version of the spec parser accepts
+        conn.execute(sa.update(sched).where(sched.c.name == "broken").values(spec="not a spec"))
+    clock.advance(10)
+    report = s.tick()
+    assert [o[0] for o in occurrences(app, "ok")] == [t0, t0 + timedelta(seconds=10)]
+    assert [o[0] for o in occurrences(app, "broken")] == [t0]
+    assert report.wait == app.settings.tick_interval  # still due, but retried a tick later, not at once

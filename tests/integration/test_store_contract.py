@@ -194,7 +194,9 @@ def test_skipped_occurrences_are_recorded_with_reason_and_count(store: Store) ->
     rows = {j.scheduled_for: j for j in store.list_jobs(schedule_name="s")}
     assert (rows[T0].state, rows[T0].occurrences, rows[T0].reason) == ("skipped", 4, "overlap")
     assert rows[at(4)].state == "queued"
-    assert store.active_schedule_names(["s", "x"]) == {"s"}
+    store.save_schedules(updates=[{"name": "s", "next_run_at": at(5)}], now=at(4))
+    _schedule(store, "x", at(5))
+    assert {r.name: r.active for r in store.due_schedules(now=at(5))} == {"s": True, "x": False}
 
 
 def test_due_schedules_excludes_paused_disabled_and_future(store: Store) -> None:
