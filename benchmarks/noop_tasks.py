@@ -1,4 +1,4 @@
-"""Tasks used by the benchmarks."""
+"""Tasks used by the drain, memory and profile benchmarks (registered on the default app)."""
 
 from linger_sched import task
 
