@@ -33,7 +33,7 @@ class SchedulerSettings:
     lease_ttl: float = 30.0
     renew_interval: float = 10.0
     misfire_threshold: float | None = None  # default: lease_ttl + 2 ticks (a fail-over is not a misfire)
-    batch: int = 500
+    batch: int = 2000  # due schedules per transaction: fewer, larger round trips when many fire at once
 
     @property
     def threshold(self) -> float:
@@ -292,6 +292,7 @@ class Scheduler:
         assert self.lease is not None
         report.leader, report.epoch = True, self.lease.epoch
         stuck = False
+        debug = log.isEnabledFor(logging.DEBUG)
         while True:
             # one query when idle: the earliest fire time and the (database) clock together
             first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
@@ -321,8 +322,9 @@ class Scheduler:
                                     extra={"action": "occurrence_skipped", "schedule": p.name})
                     else:
                         report.jobs += 1
-                        log.debug("schedule %s: occurrence %s materialized", p.name, o.scheduled_for.isoformat(),
-                                  extra={"action": "materialized", "schedule": p.name})
+                        if debug:
+                            log.debug("schedule %s: occurrence %s materialized", p.name, o.scheduled_for.isoformat(),
+                                      extra={"action": "materialized", "schedule": p.name})
             if report.jobs and self.on_materialized is not None:
                 self.on_materialized(report.jobs)
             if len(due) < self.settings.batch or not applied:

@@ -272,7 +272,7 @@ class Store(JobStore):
             fresh = [p for p in plans if p.expected is not None and current.get(p.name) == p.expected]
             if not fresh:
                 return []
-            conn.execute(self._advance_stmt, [
+            self.dialect.executemany(conn, self._advance_stmt, [
                 {"b_name": p.name, "b_next": p.next_run_at,
                  "b_last": max((o.scheduled_for for o in p.occurrences), default=None)}
                 for p in fresh
@@ -309,7 +309,7 @@ class Store(JobStore):
         for r in rows:
             if r["state"] == "skipped":
                 r["finished_at"] = r["created_at"]
-        conn.execute(self.dialect.insert_ignore(j), rows)
+        self.dialect.executemany(conn, self.dialect.insert_ignore(j), rows)
 
     def set_paused(self, name: str, paused: bool, next_run_at: datetime | None = None, now: datetime | None = None) -> None:
         s = self.t.schedules

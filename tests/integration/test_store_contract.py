@@ -186,6 +186,38 @@ def test_occurrence_key_is_unique_even_without_the_cas(store: Store) -> None:
     assert sorted(j.scheduled_for for j in store.list_jobs(schedule_name="s")) == [T0, at(1)]
 
 
+def test_a_large_materialize_writes_every_field_exactly_and_orders_with_enqueued_jobs(store: Store) -> None:
+    # the bulk path (one driver executemany / one unnest INSERT) must store the same values,
+    # in the same format, as a plain enqueue: claim order mixes both kinds of rows
+    names = [f"s{i:04d}" for i in range(300)]
+    east = timezone(timedelta(hours=5))  # aware but not UTC: stored as UTC all the same
+    for name in names:
+        _schedule(store, name, T0)
+    store.acquire_lease("leader", "a", 10, now=T0)
+    plans = [
+        Plan(name, T0, at(60 + i), [Occurrence(at(-2 + i % 2).astimezone(east)), Occurrence(at(0.25 * (i % 3)), "skipped", 2, "overlap")],
+             "t", encode_args([i], {}), queue="q", priority=i % 5, max_attempts=4)
+        for i, name in enumerate(names)
+    ]
+    assert sorted(store.materialize(plans, lease="leader", holder="a", epoch=1, now=T0)) == names
+    assert store.materialize(plans, lease="leader", holder="a", epoch=1, now=T0) == []  # CAS
+    jobs = store.list_jobs(limit=10_000)
+    assert len(jobs) == 600
+    by = {(j.schedule_name, j.state): j for j in jobs}
+    for i, name in enumerate(names):
+        q, s = by[(name, "queued")], by[(name, "skipped")]
+        assert (q.scheduled_for, q.run_at, q.queue, q.priority, q.max_attempts, q.args) == (
+            at(-2 + i % 2), at(-2 + i % 2), "q", i % 5, 4, [i])
+        assert (s.scheduled_for, s.occurrences, s.reason, s.finished_at) == (at(0.25 * (i % 3)), 2, "overlap", T0)
+        assert store.get_schedule(name).next_run_at == at(60 + i)
+        assert store.get_schedule(name).last_run_at == max(at(-2 + i % 2), at(0.25 * (i % 3)))
+    (mid,) = store.enqueue([job("x", queue="q", priority=0, run_at=at(-1.5))], now=T0)
+    got = store.claim("n", ["q"], 1000, 30, now=T0)
+    zero = [g for g in got if g.priority == 0]
+    assert [g.run_at for g in zero] == sorted(g.run_at for g in zero)
+    assert [g.id for g in zero].index(mid) == sum(1 for g in zero if g.run_at == at(-2))
+
+
 def test_skipped_occurrences_are_recorded_with_reason_and_count(store: Store) -> None:
     _schedule(store)
     store.acquire_lease("leader", "a", 10, now=T0)
