@@ -33,6 +33,10 @@ class SchedulerSettings:
     lease_ttl: float = 30.0
     renew_interval: float = 10.0
     misfire_threshold: float | None = None  # default: lease_ttl + 2 ticks (a fail-over is not a misfire)
+    # materialize occurrences due within this many seconds (with run_at = their fire time),
+    # so that the workers' own lead_time timer, not this transaction, decides when they start
+    # (real clock only; far below any misfire threshold or overlap window)
+    lead_time: float = 0.05
     batch: int = 2000  # due schedules per transaction: fewer, larger round trips when many fire at once
 
     @property
@@ -293,19 +297,21 @@ class Scheduler:
         report.leader, report.epoch = True, self.lease.epoch
         stuck = False
         debug = log.isEnabledFor(logging.DEBUG)
+        lead = timedelta(seconds=0.0 if self.clock.authoritative else max(0.0, self.settings.lead_time))
         while True:
             # one query when idle: the earliest fire time and the (database) clock together
             first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
-            if first is None or first > now:
+            if first is None or first > now + lead:
                 break
-            due = self.store.due_schedules(now=now, limit=self.settings.batch)
+            at = now + lead
+            due = self.store.due_schedules(now=at, limit=self.settings.batch)
             report.due += len(due)
             if not due:
                 break
             plans = []
             for row in due:
                 try:
-                    plans.append(plan(row, self._spec(row), now, active=row.active, threshold=self.settings.threshold))
+                    plans.append(plan(row, self._spec(row), at, active=row.active, threshold=self.settings.threshold))
                 except SpecError as exc:
                     log.error("schedule %s has an invalid spec %r: %s", row.name, row.spec, exc)
             if not self.is_leader():
@@ -327,13 +333,15 @@ class Scheduler:
                                       extra={"action": "materialized", "schedule": p.name})
             if report.jobs and self.on_materialized is not None:
                 self.on_materialized(report.jobs)
-            if len(due) < self.settings.batch or not applied:
-                # the rest (an invalid spec, a lost race) waits for the next tick, not a busy loop
+            if not applied:
+                # what is left (an invalid spec, a lost race) waits for the next tick, not a
+                # busy loop; while batches make progress, the horizon query above decides
+                # whether another schedule came due (or within lead_time) meanwhile
                 first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
-                stuck = first is not None and first <= now
+                stuck = first is not None and first <= now + lead
                 break
         if first is not None and not stuck:
-            report.wait = max(0.0, min(self.settings.tick_interval, (first - now).total_seconds()))
+            report.wait = max(0.0, min(self.settings.tick_interval, (first - now - lead).total_seconds()))
         return report
 
     def run(self, stop: threading.Event) -> None:

@@ -14,6 +14,7 @@ import logging
 import queue as queue_mod
 import random
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,9 @@ class WorkerSettings:
     prefetch: int | None = None  # jobs claimed beyond free threads; None: adaptive (see Worker)
     prefetch_seconds: float = 0.05  # adaptive prefetch holds about this much work per thread
     max_prefetch: int = 500
+    # claim jobs due within this many seconds and start each at its run_at on a local timer,
+    # so the claim's round trip and commit are not part of a job's start delay (real clock only)
+    lead_time: float = 0.05
 
 
 @dataclass
@@ -114,7 +118,8 @@ class Worker:
         self.rng = rng or random.Random()
         self.wake = threading.Event()  # set by local enqueues, finished jobs, NOTIFY
         self._results: queue_mod.SimpleQueue[_Outcome] = queue_mod.SimpleQueue()
-        self._inbox: queue_mod.SimpleQueue[Claimed | None] = queue_mod.SimpleQueue()
+        # (job, monotonic instant it may start) for the pool threads; None stops a thread
+        self._inbox: queue_mod.SimpleQueue[tuple[Claimed, float] | None] = queue_mod.SimpleQueue()
         # every job this worker holds: id -> monotonic start, or None while it waits for a thread
         self._running: dict[int, tuple[Claimed, float | None]] = {}
         self._timed_out: set[int] = set()
@@ -127,6 +132,12 @@ class Worker:
     # -- helpers ------------------------------------------------------------------------
     def _store_now(self) -> datetime | None:
         return self.clock.now() if self.clock.authoritative else None
+
+    @property
+    def lead_time(self) -> float:
+        # an injected clock is advanced by hand: there is no round trip to hide, and a job
+        # must be due on that clock before it is claimed
+        return 0.0 if self.clock.authoritative else max(0.0, self.settings.lead_time)
 
     def _ensure_threads(self) -> None:
         if not self._threads:
@@ -185,10 +196,13 @@ class Worker:
         # while every thread is busy, refill only when a quarter of the capacity is free:
         # one claim (and later one finish) per batch instead of per finished job
         if claim and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, capacity // 4)):
-            jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self._store_now())
+            jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self._store_now(),
+                                    ahead=self.lead_time)
             report.claimed = len(jobs)
+            claimed = self.clock.monotonic()
             for job in jobs:
-                self._start(job)
+                early = (job.run_at - job.claimed_at).total_seconds() if job.claimed_at is not None else 0.0
+                self._start(job, claimed + max(0.0, early))
         report.running = self.busy
         report.wait = self._wait_hint(report, claim)
         return report
@@ -204,21 +218,25 @@ class Worker:
         earliest, db_now = self.store.next_due(s.queues, now=self._store_now())
         wait = s.poll_interval
         if earliest is not None:
-            wait = min(wait, max(0.0, (earliest - db_now).total_seconds()))
+            wait = min(wait, max(0.0, (earliest - db_now).total_seconds() - self.lead_time))
         return min(wait, until_heartbeat, s.rescue_interval)
 
     # -- running a job ------------------------------------------------------------------
-    def _start(self, job: Claimed) -> None:
+    def _start(self, job: Claimed, not_before: float) -> None:
         self._ensure_threads()
         with self._lock:
             self._running[job.id] = (job, None)
-        self._inbox.put(job)
+        self._inbox.put((job, not_before))
 
     def _thread_main(self) -> None:
         while True:
-            job = self._inbox.get()
-            if job is None:
+            item = self._inbox.get()
+            if item is None:
                 return
+            job, not_before = item
+            early = not_before - self.clock.monotonic()
+            if early > 0:  # claimed up to lead_time ahead of its run_at
+                time.sleep(early)
             self._execute(job)
 
     def _execute(self, job: Claimed) -> None:

@@ -157,7 +157,13 @@ class Dialect:
             return mysql.insert(table).on_duplicate_key_update({pk.name: sa.func.last_insert_id(pk)})
         return mysql.insert(table).on_duplicate_key_update({pk.name: pk})
 
-    def executemany(self, conn: sa.Connection, stmt: sa.Executable, rows: Sequence[dict[str, Any]]) -> None:
+    def greatest(self, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """The later of two times (SQLite's scalar ``max``; GREATEST elsewhere)."""
+        if self.is_sqlite:
+            return sa.func.max(a, b, type_=UTCDateTime())
+        return sa.func.greatest(a, b, type_=UTCDateTime())
+
+    def executemany(self, conn: sa.Connection, stmt: sa.Insert | sa.Update, rows: Sequence[dict[str, Any]]) -> None:
         """Run ``stmt`` once per row (all rows with the same keys) in one driver executemany.
 
         The same SQL and the same bound values as ``conn.execute(stmt, rows)``, without

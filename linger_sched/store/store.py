@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from ..errors import JobNotFoundError, JobStateError, SchemaError, StoreError
 from .dialect import Dialect, create_engine
-from .tables import SCHEMA_VERSION, build_metadata
+from .tables import SCHEMA_VERSION, UTCDateTime, build_metadata
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +69,7 @@ class Claimed:
     schedule_name: str | None
     scheduled_for: datetime | None
     run_at: datetime
+    claimed_at: datetime | None = None  # the database clock when it was claimed
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,6 @@ class JobStore:
             if expr is None:
                 expr = self._db_now[plus] = self.dialect.now(plus)
             return expr
-        from .tables import UTCDateTime
 
         return sa.bindparam(None, now + timedelta(seconds=plus) if plus else now, UTCDateTime())
 
@@ -309,15 +309,18 @@ class JobStore:
 
     # -- jobs: workers ------------------------------------------------------------------
     def claim(
-        self, node: str, queues: Sequence[str] | None, limit: int, lease_ttl: float, now: datetime | None = None
+        self, node: str, queues: Sequence[str] | None, limit: int, lease_ttl: float, now: datetime | None = None,
+        *, ahead: float = 0.0,
     ) -> list[Claimed]:
-        """Claim up to ``limit`` due jobs (``queued``, ``run_at <= now``, in ``queues`` or any
-        queue when None) in order (priority, run_at, id); they become ``running``, locked by
-        ``node`` until ``now + lease_ttl``, with ``attempts + 1`` and ``started_at = now``."""
+        """Claim up to ``limit`` due jobs (``queued``, ``run_at <= now + ahead``, in ``queues`` or
+        any queue when None) in order (priority, run_at, id); they become ``running``, locked by
+        ``node`` until ``now + lease_ttl``, with ``attempts + 1`` and ``started_at = now``.
+        Each comes back with ``claimed_at = now``: a job claimed ``ahead`` of its ``run_at``
+        must not start before ``run_at - claimed_at`` has passed."""
         if limit <= 0:
             return []
         j = self.t.jobs
-        where = [j.c.state == "queued", j.c.run_at <= self._now(now)]
+        where = [j.c.state == "queued", j.c.run_at <= self._now(now, ahead)]
         if queues:
             where.append(j.c.queue.in_(list(queues)))
         values = {
@@ -325,13 +328,13 @@ class JobStore:
             "locked_by": node,
             "locked_until": self._now(now, lease_ttl),
             "attempts": j.c.attempts + 1,
-            "started_at": self._now(now),
+            # a job claimed ahead of its run_at starts then, not at the claim
+            "started_at": self.dialect.greatest(self._now(now), j.c.run_at) if ahead > 0 else self._now(now),
         }
 
         def run(conn: sa.Connection) -> list[Claimed]:
-            rows = self.dialect.claim(
-                conn, j, where, (j.c.priority, j.c.run_at, j.c.id), limit, values, self._claim_cols
-            )
+            cols = (*self._claim_cols, sa.type_coerce(self._now(now), UTCDateTime()).label("claimed_at"))
+            rows = self.dialect.claim(conn, j, where, (j.c.priority, j.c.run_at, j.c.id), limit, values, cols)
             out = [Claimed(*r) for r in rows]
             out.sort(key=lambda c: (c.priority, c.run_at, c.id))
             return out

@@ -323,3 +323,27 @@ def test_a_schedule_that_cannot_be_planned_does_not_make_the_tick_spin(app: Ling
     assert [o[0] for o in occurrences(app, "ok")] == [t0, t0 + timedelta(seconds=10)]
     assert [o[0] for o in occurrences(app, "broken")] == [t0]
     assert report.wait == app.settings.tick_interval  # still due, but retried a tick later, not at once
+
+
+def test_a_schedule_that_comes_due_during_a_slow_materialize_is_done_in_the_same_tick(
+    app: Linger, clock: FakeClock
+) -> None:
+    @app.task(name="first", every="10s", overlap="allow")
+    def first() -> None: ...
+
+    t0 = clock.now()
+    app.schedule("second", first, every="10s", anchor=t0 + timedelta(seconds=10.5), overlap="allow")
+    s = scheduler(app)
+    s.tick()  # "first" fires at its anchor
+    clock.advance(10)  # "first" is due; "second" half a second later
+    real = app.store.materialize
+
+    def slow(*a, **kw):  # noqa: ANN002, ANN003, ANN202 - the transaction takes a second
+        out = real(*a, **kw)
+        clock.advance(1)
+        return out
+
+    app.store.materialize = slow  # type: ignore[method-assign]
+    report = s.tick()
+    assert report.jobs == 2, report  # not left for the next tick as if it were stuck
+    assert [o[0] for o in occurrences(app, "second")] == [t0 + timedelta(seconds=10.5)]
