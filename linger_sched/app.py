@@ -335,7 +335,8 @@ class Linger:
         if not self.clock.authoritative and all("run_at" not in r for r in rows):
             now = self.store.db_now()  # one clock read makes the rows bindable in one statement
             for r in rows:
-                r["run_at"] = now + timedelta(seconds=r.pop("delay", 0.0) or 0.0)
+                seconds = r.pop("delay", 0.0)
+                r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
         ids = self.store.enqueue(rows, now=self.clock.now() if self.clock.authoritative else None)
         self._wake(rows[0])
         return ids

@@ -100,6 +100,21 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     return sa.create_engine(u, echo=echo, pool_pre_ping=True)
 
 
+def _last_value_cache(fn: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """``fn`` remembering its last argument: bulk rows often share one value (a batch's
+    created_at), and converting it once is cheaper than once per row."""
+    if fn is None:
+        return None
+    last: list[Any] = [object(), None]
+
+    def cached(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, fn(value)
+        return last[1]
+
+    return cached
+
+
 class Dialect:
     """Dialect-specific SQL fragments for one engine."""
 
@@ -174,20 +189,29 @@ class Dialect:
             return
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]), for_executemany=True)
         names = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
-        if any(n not in rows[0] for n in names):  # a Python-side column default: let SQLAlchemy fill it
-            conn.execute(stmt, list(rows))
-            return
-        procs = [(n, compiled.binds[n].type.bind_processor(conn.dialect)) for n in names]
+        missing = [n for n in names if n not in rows[0]]
+        if missing:  # columns with a Python-side default: constants are filled in here
+            table = getattr(stmt, "table", None)
+            defaults = {}
+            for n in missing:
+                default = table.c[n].default if table is not None and n in table.c else None
+                if default is None or not default.is_scalar:
+                    conn.execute(stmt, list(rows))
+                    return
+                defaults[n] = default.arg  # type: ignore[attr-defined]
+            rows = [{**defaults, **r} for r in rows]
+        procs = [(n, _last_value_cache(compiled.binds[n].type.bind_processor(conn.dialect))) for n in names]
         if self.is_postgres and isinstance(stmt, sa.Insert):
             sql = self._unnest_insert(compiled.string, names)
             if sql is not None:
-                conn.exec_driver_sql(sql, {n: [p(r[n]) if p else r[n] for r in rows] for n, p in procs})
+                conn.exec_driver_sql(sql, {n: [p(r[n]) for r in rows] if p else [r[n] for r in rows] for n, p in procs})
                 return
-        params: list[Any]
-        if compiled.positional:
-            params = [tuple(p(r[n]) if p else r[n] for n, p in procs) for r in rows]
-        else:
-            params = [{n: p(r[n]) if p else r[n] for n, p in procs} for r in rows]
+        processed = [(i, p) for i, (_, p) in enumerate(procs) if p is not None]
+        values = [[r[n] for n in names] for r in rows]
+        for v in values:
+            for i, p in processed:
+                v[i] = p(v[i])
+        params: list[Any] = [tuple(v) for v in values] if compiled.positional else [dict(zip(names, v)) for v in values]
         conn.exec_driver_sql(compiled.string, params)
 
     @staticmethod

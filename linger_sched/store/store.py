@@ -80,13 +80,17 @@ class Lease:
     expires_at: datetime
 
 
+# one encoder for all jobs: json.dumps with options builds a new one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
 def encode_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str:
     payload: dict[str, Any] = {}
     if args:
         payload["args"] = list(args)
     if kwargs:
         payload["kwargs"] = kwargs
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return _ENCODER.encode(payload)
 
 
 def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
