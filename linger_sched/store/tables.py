@@ -82,7 +82,11 @@ def build_metadata(prefix: str = "linger_") -> tuple[sa.MetaData, "Tables"]:
             name=f"{prefix}jobs_state_ck",
         ),
     )
+    # claims in (priority, run_at, id) order read an index in that order: a worker of named
+    # queues reads claim_ix, a worker of every queue (the default) reads ready_ix; either way a
+    # claim costs O(batch), not a sort of every queued row
     sa.Index(f"{prefix}jobs_claim_ix", jobs.c.state, jobs.c.queue, jobs.c.priority, jobs.c.run_at, jobs.c.id)
+    sa.Index(f"{prefix}jobs_ready_ix", jobs.c.state, jobs.c.priority, jobs.c.run_at, jobs.c.id)
     sa.Index(f"{prefix}jobs_lock_ix", jobs.c.state, jobs.c.locked_until)
     sa.Index(f"{prefix}jobs_schedule_state_ix", jobs.c.schedule_name, jobs.c.state)
 
