@@ -52,6 +52,16 @@ def noop(i: int = 0) -> None:
 FUNCS = {"benchmarks.noop_tasks.noop": noop}
 
 
+def run_batch(rows) -> list[int]:  # noqa: ANN001
+    """Decode each claimed row's JSON arguments and call its (no-op) function; the ids done."""
+    ids = []
+    for job_id, task, args in rows:
+        payload = json.loads(args)
+        FUNCS[task](*payload.get("args", ()), **payload.get("kwargs", {}))
+        ids.append(job_id)
+    return ids
+
+
 def _loop_sqlite(conn, table: str) -> int:
     done = 0
     claim = (
@@ -68,11 +78,7 @@ def _loop_sqlite(conn, table: str) -> int:
         conn.execute("COMMIT")
         if not rows:
             return done
-        ids = []
-        for job_id, task, args in rows:
-            payload = json.loads(args)
-            FUNCS[task](*payload.get("args", ()), **payload.get("kwargs", {}))
-            ids.append(job_id)
+        ids = run_batch(rows)
         ts = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
@@ -104,11 +110,7 @@ def _loop_postgresql(conn, table: str) -> int:
         conn.commit()
         if not rows:
             return done
-        ids = []
-        for job_id, task, args in rows:
-            payload = json.loads(args)
-            FUNCS[task](*payload.get("args", ()), **payload.get("kwargs", {}))
-            ids.append(job_id)
+        ids = run_batch(rows)
         cur.execute(finish, (datetime.now(timezone.utc).replace(tzinfo=None), ids, NODE))
         conn.commit()
         done += len(ids)
@@ -135,11 +137,7 @@ def _loop_mariadb(conn, table: str) -> int:
                 (NODE, now + timedelta(seconds=30), now, *(r[0] for r in rows)),
             )
             conn.commit()
-            ids = []
-            for job_id, task, args in rows:
-                payload = json.loads(args)
-                FUNCS[task](*payload.get("args", ()), **payload.get("kwargs", {}))
-                ids.append(job_id)
+            ids = run_batch(rows)
             cur.execute(
                 f"UPDATE {table} SET state = 'succeeded', finished_at = %s, locked_by = NULL, locked_until = NULL "
                 f"WHERE id IN ({marks}) AND state = 'running' AND locked_by = %s",
