@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, sqlite
 
 SCHEMA_VERSION = 1
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("queued", "running")
+
+
+class _SQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME, read back as the stored text: :class:`UTCDateTime` parses it with
+    ``datetime.fromisoformat`` (C) instead of SQLAlchemy's regular expression, which is the
+    larger part of reading a claimed batch."""
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
+        return None
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -22,6 +31,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[datetime]:
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteDateTime())
         return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
@@ -34,7 +45,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | str | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # a SQL-computed time on SQLite comes back as text
+        if isinstance(value, str):  # SQLite: stored text, read as is (see _SQLiteDateTime)
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=timezone.utc)
 
