@@ -299,7 +299,7 @@ class Linger:
         """Queue one job; returns its id. ``task`` is a task, its name, or a class-job instance."""
         row = self._row(task, args, kwargs, run_at=run_at, delay=delay, priority=priority, queue=queue,
                         unique_key=unique_key, max_attempts=max_attempts)
-        (job_id,) = self.store.enqueue([row], now=self.clock.now() if self.clock.authoritative else None)
+        (job_id,) = self.store.enqueue([row], now=self.clock.store_now())
         self._wake(row)
         return job_id
 
@@ -337,7 +337,7 @@ class Linger:
             for r in rows:
                 seconds = r.pop("delay", 0.0)
                 r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
-        ids = self.store.enqueue(rows, now=self.clock.now() if self.clock.authoritative else None)
+        ids = self.store.enqueue(rows, now=self.clock.store_now())
         self._wake(rows[0])
         return ids
 
@@ -358,13 +358,10 @@ class Linger:
         return self.store.list_jobs(state, limit, **filters)
 
     def retry(self, job_id: int) -> Job:
-        return self.store.retry_job(job_id, now=self._store_now())
+        return self.store.retry_job(job_id, now=self.clock.store_now())
 
     def cancel(self, job_id: int) -> Job:
-        return self.store.cancel_job(job_id, now=self._store_now())
-
-    def _store_now(self) -> datetime | None:
-        return self.clock.now() if self.clock.authoritative else None
+        return self.store.cancel_job(job_id, now=self.clock.store_now())
 
     # -- schedules ----------------------------------------------------------------------
     def new_scheduler(self) -> Scheduler:
@@ -394,13 +391,13 @@ class Linger:
         return self.new_scheduler().sync(list(self.registry.schedules.values()))
 
     def pause(self, name: str) -> None:
-        self.store.set_paused(name, True, now=self._store_now())
+        self.store.set_paused(name, True, now=self.clock.store_now())
 
     def resume(self, name: str) -> None:
         row = self.store.get_schedule(name)
         now = self.clock.now() if self.clock.authoritative else self.store.db_now()
         # the paused period is not caught up: the next fire is the first after now
-        self.store.set_paused(name, False, next_run_at=spec_from_row(row).next_after(now), now=self._store_now())
+        self.store.set_paused(name, False, next_run_at=spec_from_row(row).next_after(now), now=self.clock.store_now())
 
     def trigger(self, name: str) -> int:
         """Run schedule ``name`` now, outside its cadence (marked ``reason='manual'``)."""
@@ -562,7 +559,7 @@ class _Node:
         roles = ",".join(r for r, on in (("scheduler", self.scheduler), ("worker", self.worker)) if on)
         app.store.register_node(
             app.node_id, host=socket.gethostname(), pid=os.getpid(), roles=roles, registry_hash=app.registry.hash(),
-            version=__version__, now=app._store_now(),
+            version=__version__, now=app.clock.store_now(),
         )
         if self.scheduler is not None:
             report = self.scheduler.sync(list(app.registry.schedules.values()))
@@ -595,11 +592,11 @@ class _Node:
         every = 10.0
         while not app.clock.wait(every, stop) if not app.clock.authoritative else not stop.wait(every):
             try:
-                app.store.heartbeat_node(app.node_id, now=app._store_now())
+                app.store.heartbeat_node(app.node_id, now=app.clock.store_now())
                 if self.scheduler is not None and self.scheduler.is_leader():
-                    app.store.prune_nodes(max(600.0, 20 * app.settings.lease_ttl), now=app._store_now())
+                    app.store.prune_nodes(max(600.0, 20 * app.settings.lease_ttl), now=app.clock.store_now())
                     if app.settings.keep_finished is not None:
-                        app.store.prune(app.settings.keep_finished, now=app._store_now())
+                        app.store.prune(app.settings.keep_finished, now=app.clock.store_now())
             except LingerError as exc:
                 log.warning("housekeeping failed: %s", exc)
 

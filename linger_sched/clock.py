@@ -33,6 +33,16 @@ class Clock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    def store_now(self) -> datetime | None:
+        """The instant to hand to the store: None (the database's own clock) unless this clock
+        is authoritative."""
+        return self.now() if self.authoritative else None
+
+    def lead(self, seconds: float) -> float:
+        """How far ahead of a due instant to prepare work (claim a job, write an occurrence):
+        the round trips then happen before the instant. 0 under a clock advanced by hand."""
+        return 0.0 if self.authoritative else max(0.0, seconds)
+
     def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
         """Sleep up to ``seconds``; return True at once if ``stop`` is (or becomes) set."""
         seconds = max(0.0, seconds)

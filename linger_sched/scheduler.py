@@ -174,9 +174,6 @@ class Scheduler:
         self.on_leadership: Callable[[bool, Lease | None], None] | None = None
         self.on_materialized: Callable[[int], None] | None = None  # wakes a worker in this process
 
-    def _store_now(self) -> datetime | None:
-        return self.clock.now() if self.clock.authoritative else None
-
     def _now(self) -> datetime:
         return self.clock.now() if self.clock.authoritative else self.store.db_now()
 
@@ -235,7 +232,7 @@ class Scheduler:
         declared = {d.name for d in defs}
         disable = [n for n, r in existing.items() if r.enabled and n not in declared] if disable_missing else []
         report["disabled"].extend(disable)
-        self.store.save_schedules(inserts, updates, disable, now=self._store_now())
+        self.store.save_schedules(inserts, updates, disable, now=self.clock.store_now())
         for n in disable:
             log.warning("schedule %s is no longer declared: disabled (history kept)", n, extra={"action": "schedule_disabled"})
         return report
@@ -252,7 +249,7 @@ class Scheduler:
         started = mono
         was = self.lease is not None
         try:
-            lease = self.store.acquire_lease(LEADER, self.node_id, s.lease_ttl, now=self._store_now())
+            lease = self.store.acquire_lease(LEADER, self.node_id, s.lease_ttl, now=self.clock.store_now())
         except LingerError as exc:
             log.warning("could not renew the leader lease: %s", exc, extra={"action": "lease_error"})
             return self.is_leader()
@@ -281,7 +278,7 @@ class Scheduler:
         """Release the lease so a peer takes over on its next tick (clean shutdown)."""
         if self.lease is not None:
             try:
-                self.store.release_lease(LEADER, self.node_id, now=self._store_now())
+                self.store.release_lease(LEADER, self.node_id, now=self.clock.store_now())
                 log.info("released the leader lease", extra={"action": "lease_released"})
             except LingerError as exc:
                 log.warning("could not release the leader lease: %s", exc)
@@ -297,10 +294,10 @@ class Scheduler:
         report.leader, report.epoch = True, self.lease.epoch
         stuck = False
         debug = log.isEnabledFor(logging.DEBUG)
-        lead = timedelta(seconds=0.0 if self.clock.authoritative else max(0.0, self.settings.lead_time))
+        lead = timedelta(seconds=self.clock.lead(self.settings.lead_time))
         while True:
             # one query when idle: the earliest fire time and the (database) clock together
-            first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
+            first, now = self.store.schedule_horizon(self.clock.store_now())
             if first is None or first > now + lead:
                 break
             at = now + lead
@@ -316,7 +313,7 @@ class Scheduler:
                     log.error("schedule %s has an invalid spec %r: %s", row.name, row.spec, exc)
             if not self.is_leader():
                 break
-            applied = set(self.store.materialize(plans, lease=LEADER, holder=self.node_id, epoch=self.lease.epoch, now=self._store_now() if self.clock.authoritative else None))
+            applied = set(self.store.materialize(plans, lease=LEADER, holder=self.node_id, epoch=self.lease.epoch, now=self.clock.store_now()))
             for p in plans:
                 if p.name not in applied:
                     continue
@@ -337,7 +334,7 @@ class Scheduler:
                 # what is left (an invalid spec, a lost race) waits for the next tick, not a
                 # busy loop; while batches make progress, the horizon query above decides
                 # whether another schedule came due (or within lead_time) meanwhile
-                first, now = self.store.schedule_horizon(self.clock.now() if self.clock.authoritative else None)
+                first, now = self.store.schedule_horizon(self.clock.store_now())
                 stuck = first is not None and first <= now + lead
                 break
         if first is not None and not stuck:

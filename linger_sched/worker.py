@@ -130,14 +130,9 @@ class Worker:
         self._lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
-    def _store_now(self) -> datetime | None:
-        return self.clock.now() if self.clock.authoritative else None
-
     @property
     def lead_time(self) -> float:
-        # an injected clock is advanced by hand: there is no round trip to hide, and a job
-        # must be due on that clock before it is claimed
-        return 0.0 if self.clock.authoritative else max(0.0, self.settings.lead_time)
+        return self.clock.lead(self.settings.lead_time)
 
     def _ensure_threads(self) -> None:
         if not self._threads:
@@ -181,11 +176,11 @@ class Worker:
             with self._lock:
                 held = [i for i in self._running if i not in self._timed_out]
             if held:
-                self.store.extend(self.node_id, ttl, now=self._store_now(), ids=held)
+                self.store.extend(self.node_id, ttl, now=self.clock.store_now(), ids=held)
         self._check_timeouts()
         if mono - self._last_rescue >= self.settings.rescue_interval:
             self._last_rescue = mono
-            for job_id, dead, state in self.store.rescue(now=self._store_now()):
+            for job_id, dead, state in self.store.rescue(now=self.clock.store_now()):
                 report.rescued += 1
                 log.warning(
                     "rescued job %s from dead node %s: now %s", job_id, dead, state,
@@ -196,7 +191,7 @@ class Worker:
         # while every thread is busy, refill only when a quarter of the capacity is free:
         # one claim (and later one finish) per batch instead of per finished job
         if claim and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, capacity // 4)):
-            jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self._store_now(),
+            jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self.clock.store_now(),
                                     ahead=self.lead_time)
             report.claimed = len(jobs)
             claimed = self.clock.monotonic()
@@ -215,7 +210,7 @@ class Worker:
             return 0.0  # there may be more due work right now
         if not claim or self.busy >= self.capacity:
             return until_heartbeat  # woken early by the next finished job
-        earliest, db_now = self.store.next_due(s.queues, now=self._store_now())
+        earliest, db_now = self.store.next_due(s.queues, now=self.clock.store_now())
         wait = s.poll_interval
         if earliest is not None:
             wait = min(wait, max(0.0, (earliest - db_now).total_seconds() - self.lead_time))
@@ -361,7 +356,7 @@ class Worker:
         deadline = self.clock.monotonic() + self.settings.job_lease_ttl
         while True:
             try:
-                lost_ok, lost_failed = self.store.finish(self.node_id, ok_ids, failed, now=self._store_now())
+                lost_ok, lost_failed = self.store.finish(self.node_id, ok_ids, failed, now=self.clock.store_now())
                 for job_id in lost_ok + lost_failed:
                     log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
                                 extra={"action": "lost_lease", "job_id": job_id})
@@ -399,7 +394,7 @@ class Worker:
                 self.clock.wait(wait, stop)
                 continue
             if burst and report.claimed == 0 and report.running == 0:
-                earliest, db_now = self.store.next_due(self.settings.queues, now=self._store_now())
+                earliest, db_now = self.store.next_due(self.settings.queues, now=self.clock.store_now())
                 if earliest is None or earliest > db_now:
                     break
                 continue
@@ -439,7 +434,7 @@ class Worker:
             for job_id in unstarted:
                 del self._running[job_id]
         if unstarted:
-            self.store.hand_back(self.node_id, unstarted, now=self._store_now())
+            self.store.hand_back(self.node_id, unstarted, now=self.clock.store_now())
         end = self.clock.monotonic() + grace
         while self.busy and self.clock.monotonic() < end and not (force and force.is_set()):
             self.flush()
@@ -454,7 +449,7 @@ class Worker:
                         len(left), left, extra={"action": "left_running"})
             left = []
         if left:
-            handed = self.store.hand_back(self.node_id, left, now=self._store_now())
+            handed = self.store.hand_back(self.node_id, left, now=self.clock.store_now())
             log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, left, extra={"action": "hand_back"})
             with self._lock:
                 for job_id in left:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from ..errors import ScheduleNotFoundError
 from .store import JobStore, Lease
+from .tables import ACTIVE_STATES
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ class Store(JobStore):
         each with ``active``: whether a job of it is queued or running (for ``overlap: skip``),
         found by a correlated EXISTS on the (schedule_name, state) index in the same query."""
         s, j = self.t.schedules, self.t.jobs
-        active = sa.exists().where(j.c.schedule_name == s.c.name, j.c.state.in_(("queued", "running")))
+        active = sa.exists().where(j.c.schedule_name == s.c.name, j.c.state.in_(ACTIVE_STATES))
         stmt = (
             sa.select(s, active)
             .where(s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at <= self._now(now))
