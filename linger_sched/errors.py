@@ -6,6 +6,8 @@ Driver errors are translated once, at the storage boundary, into :class:`StoreEr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class LingerError(Exception):
     """Base class of every error raised by linger-sched."""
@@ -37,6 +39,27 @@ class ConfigError(LingerError):
             where += ": "
         key = f"{self.key}: " if self.key else ""
         return f"{where}{key}{self.message}"
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems at once (every error of a schedules.yaml). It is a
+    :class:`ConfigError` whose ``file``, ``line``, ``key`` and ``message`` are those of the first
+    problem; ``errors`` lists them all and ``str()`` gives one ``file:line: key: message`` per line."""
+
+    errors: list[ConfigError]
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        flat: list[ConfigError] = []
+        for e in errors:
+            flat.extend(e.errors if isinstance(e, ConfigErrors) else [e])
+        if not flat:
+            raise ValueError("ConfigErrors needs at least one error")
+        self.errors = flat
+        first = flat[0]
+        super().__init__(first.message, file=first.file, line=first.line, key=first.key)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
 
 
 class SpecError(LingerError, ValueError):
@@ -79,6 +102,11 @@ class UnknownTaskError(LingerError, LookupError):
 
 class JobArgumentsError(LingerError, TypeError):
     """Arguments that cannot be stored as JSON, or that do not fit the task."""
+
+
+class JobOptionError(JobArgumentsError, ValueError):
+    """A job option (``priority``, ``queue``, ``delay``, ...) of the wrong type or out of range,
+    or a call where a job option and a task parameter share a name. Nothing was stored."""
 
 
 class NaiveDatetimeError(LingerError, ValueError):

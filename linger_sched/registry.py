@@ -7,23 +7,29 @@ line and key, or the decorated function.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import functools
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import inspect
 import json
 import os
 import re
+import stat
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, cast
 
 import yaml
 
-from .errors import ConfigError, JobArgumentsError, SpecError, UnknownTaskError
-from .specs import CronSpec, IntervalSpec, parse_duration, parse_spec
+from .errors import ConfigError, ConfigErrors, JobArgumentsError, SpecError, UnknownTaskError
+from .specs import CronSpec, IntervalSpec, parse_duration, parse_spec, validate_tz
 
 MISFIRE_POLICIES = ("coalesce", "all", "skip")
 OVERLAP_POLICIES = ("skip", "allow")
@@ -51,6 +57,34 @@ class TaskDef:
         if self.is_class:
             return self.func(*args, **kwargs).perform()
         return self.func(*args, **kwargs)
+
+    @functools.cached_property
+    def signature(self) -> inspect.Signature | None:
+        """The task's signature (a class task: its constructor's); None when unreadable."""
+        try:
+            return inspect.signature(self.func)
+        except (TypeError, ValueError):
+            return None
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Bind ``args``/``kwargs`` to the task's signature (a class task: its constructor);
+        :class:`JobArgumentsError` naming the task and the parameter when they do not fit.
+        Tasks whose signature cannot be read (some builtins) are not checked."""
+        sig = self.signature
+        if sig is None:
+            return
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise JobArgumentsError(f"arguments do not fit task {self.name}{sig}: {exc}") from None
+
+    def has_parameter(self, name: str) -> bool:
+        """Whether the task takes a parameter called ``name`` (not counting ``**kwargs``)."""
+        sig = self.signature
+        if sig is None:
+            return False
+        p = sig.parameters.get(name)
+        return p is not None and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
 
     def args_of(self, obj: Any) -> dict[str, Any]:
         """The JSON arguments of a class-job instance: its dataclass fields or attributes."""
@@ -102,6 +136,51 @@ def check_json(value: Any, what: str) -> None:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise JobArgumentsError(f"{what} must be JSON-serializable: {exc}") from exc
+    except RecursionError:
+        raise JobArgumentsError(f"{what} is nested too deeply to be stored as JSON") from None
+
+
+# -- limits of the stored columns: a value outside them is refused before anything is written,
+# never left for the database (or a worker's sort) to reject later
+INT32 = (-(2**31), 2**31 - 1)
+MAX_QUEUE_LEN = 64
+MAX_TASK_NAME_LEN = 255
+MAX_SCHEDULE_NAME_LEN = 191
+MAX_UNIQUE_KEY_LEN = 191
+
+
+def check_int(value: Any, key: str, low: int = INT32[0], high: int = INT32[1]) -> int:
+    """``value`` as an int in [low, high]; ``ValueError``/``TypeError`` naming ``key`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{key} must be between {low} and {high}, got {value!r}")
+    return value
+
+
+def check_name(value: Any, key: str, max_len: int) -> str:
+    """A non-empty string of at most ``max_len`` characters with no NUL (queue, task, key)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, got {value!r}")
+    if not value or not value.strip():
+        raise ValueError(f"{key} must be a non-empty string, got {value!r}")
+    if len(value) > max_len:
+        raise ValueError(f"{key} must be at most {max_len} characters, got {len(value)}")
+    if "\x00" in value:
+        raise ValueError(f"{key} must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{key} must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _yaml_location(source: str) -> tuple[str | None, int | None]:
+    """(file, line) of a schedule source written as ``path:line`` (YAML), else (None, None)."""
+    head, sep, num = source.rpartition(":")
+    if sep and num.isdigit():
+        return head, int(num)
+    return None, None
 
 
 class Registry:
@@ -113,11 +192,11 @@ class Registry:
 
     def add_task(self, task: TaskDef) -> TaskDef:
         old = self.tasks.get(task.name)
-        if old is not None and old.func is not task.func:
-            # re-importing the same module (e.g. __main__ and by name) registers an equal
-            # function again; only a different object under one name is a conflict
-            if getattr(old.func, "__qualname__", None) != getattr(task.func, "__qualname__", None):
-                raise ConfigError(f"task name {task.name!r} is registered twice", key="name")
+        # re-importing the same module (e.g. __main__ and by name) registers an equal
+        # function again; only a different object under one name is a conflict
+        if (old is not None and old.func is not task.func
+                and getattr(old.func, "__qualname__", None) != getattr(task.func, "__qualname__", None)):
+            raise ConfigError(f"task name {task.name!r} is registered twice", key="name")
         self.tasks[task.name] = task
         return task
 
@@ -128,19 +207,29 @@ class Registry:
             raise UnknownTaskError(name, list(self.tasks)) from None
 
     def add_schedule(self, sched: ScheduleDef) -> ScheduleDef:
+        """Register ``sched``. Its arguments must fit its task when the task is registered here
+        (every source: YAML, ``@task(cron=...)``, ``app.schedule()``)."""
         old = self.schedules.get(sched.name)
         if old is not None and old.source != sched.source:
             # point at the YAML side ("path:line") when there is one, so the error names file and line
             file, line = None, None
             for src in (sched.source, old.source):
-                head, sep, num = src.rpartition(":")
-                if sep and num.isdigit():
-                    file, line = head, int(num)
+                file, line = _yaml_location(src)
+                if file is not None:
                     break
             raise ConfigError(
                 f"schedule {sched.name!r} is declared twice: in {old.source} and in {sched.source}",
                 file=file, line=line, key=f"schedules.{sched.name}" if file else sched.name,
             )
+        task_def = self.tasks.get(sched.task)
+        if task_def is not None:
+            try:
+                task_def.check_arguments(sched.args, sched.kwargs)
+            except JobArgumentsError as exc:
+                key = _arguments_key(task_def, sched.args, sched.kwargs)
+                file, line = _yaml_location(sched.source)
+                raise ConfigError(f"schedule {sched.name!r}: {exc}", file=file, line=line,
+                                  key=f"schedules.{sched.name}.{key}" if file else key) from None
         self.schedules[sched.name] = sched
         return sched
 
@@ -152,6 +241,37 @@ class Registry:
         for name in sorted(self.schedules):
             h.update(f"{name}={self.schedules[name].spec_hash}".encode() + b"\0")
         return h.hexdigest()[:16]
+
+
+# -- limits of a schedule (besides the stored columns' above) ---------------------------------
+MAX_INTERVAL = timedelta(days=36525)  # 100 years: a longer interval is a mistake, not a plan
+# An interval's anchor: years 1000 (the earliest MySQL/MariaDB DATETIME) up to 9899, so that
+# anchor + the longest interval is still a date (year <= 9999) on every supported database.
+MIN_ANCHOR = datetime(1000, 1, 1, tzinfo=UTC)
+MAX_ANCHOR = datetime(9900, 1, 1, tzinfo=UTC)  # exclusive
+MAX_CATCH_UP = 100_000  # the scheduler enumerates at most this many missed fire times per tick
+MAX_TZ_LEN = 64  # linger_schedules.tz
+
+
+def raise_errors(errors: Sequence[ConfigError]) -> None:
+    """Raise the one error, or a :class:`ConfigErrors` for several; nothing for none."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _arguments_key(task_def: TaskDef, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """Which option to blame when ``args``/``kwargs`` do not fit: ``kwargs`` when the positional
+    arguments alone fit (and keyword arguments were given), else ``args``."""
+    sig = task_def.signature
+    if not kwargs or sig is None:
+        return "args"
+    try:
+        sig.bind_partial(*args)
+    except TypeError:
+        return "args"
+    return "kwargs"
 
 
 # -- schedule options shared by the decorator, app.schedule() and YAML --------------------
@@ -175,65 +295,165 @@ def build_schedule(
     enabled: Any = True,
     source: str = "code",
     key_error: Callable[[str, str], ConfigError] | None = None,
+    task_def: TaskDef | None = None,
 ) -> ScheduleDef:
     """Validate schedule options and build a :class:`ScheduleDef`.
 
     ``key_error(key, message)`` makes the error for a bad key (YAML passes one that knows
-    the file and line)."""
+    the file and line). Every bad option is reported: one :class:`ConfigError`, or a
+    :class:`ConfigErrors` listing them all. With ``task_def`` (the registered task), ``args``
+    and ``kwargs`` must fit its signature."""
+    problems: list[ConfigError] = []
 
-    def fail(key: str, message: str) -> ConfigError:
+    def report(key: str, message: str) -> None:
         if key_error is not None:
-            return key_error(key, message)
-        return ConfigError(message, key=f"{source}: {key}" if source != "code" else key)
+            problems.append(key_error(key, message))
+        else:
+            problems.append(ConfigError(message, key=f"{source}: {key}" if source != "code" else key))
 
+    sched = _build_schedule(
+        name, task, cron=cron, every=every, tz=tz, anchor=anchor, args=args, kwargs=kwargs, priority=priority,
+        queue=queue, max_attempts=max_attempts, misfire=misfire, misfire_grace=misfire_grace,
+        max_catch_up=max_catch_up, overlap=overlap, enabled=enabled, source=source, report=report,
+        task_def=task_def,
+    )
+    raise_errors(problems)
+    assert sched is not None  # None only when a problem was reported
+    return sched
+
+
+def _build_schedule(
+    name: Any, task: Any, *, cron: Any, every: Any, tz: Any, anchor: Any, args: Any, kwargs: Any, priority: Any,
+    queue: Any, max_attempts: Any, misfire: Any, misfire_grace: Any, max_catch_up: Any, overlap: Any, enabled: Any,
+    source: str, report: Callable[[str, str], None], task_def: TaskDef | None,
+) -> ScheduleDef | None:
+    """:func:`build_schedule`'s checks, each problem passed to ``report(key, message)`` (all of
+    them, not only the first); the ScheduleDef, or None when anything was reported. ``task``
+    None: the caller has reported a missing task already."""
+    failed = False
+
+    def fail(key: str, message: str) -> None:
+        nonlocal failed
+        failed = True
+        report(key, message)
+
+    def check(key: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (TypeError, ValueError) as exc:
+            fail(key, str(exc))
+            return None
+
+    check("name", lambda: check_name(name, "schedule name", MAX_SCHEDULE_NAME_LEN))
+    if task is not None:
+        check("task", lambda: check_name(task, "task name", MAX_TASK_NAME_LEN))
+
+    # -- when: cron or every, tz, anchor ---------------------------------------------------
+    spec: CronSpec | IntervalSpec | None = None
+    when_ok = True
     if cron is None and every is None:
-        raise fail("cron", f"schedule {name!r} needs one of 'cron' or 'every'")
-    if cron is not None and every is not None:
-        raise fail("every", f"schedule {name!r} has both 'cron' and 'every'; give one")
-    if tz is not None and not isinstance(tz, str):
-        raise fail("tz", f"tz must be a zone name like 'Europe/Berlin', got {tz!r}")
-    if anchor is not None and not isinstance(anchor, datetime):
-        raise fail("anchor", f"anchor must be an aware ISO 8601 date-time, got {anchor!r}")
+        fail("cron", f"schedule {name!r} needs one of 'cron' or 'every'")
+        when_ok = False
+    elif cron is not None and every is not None:
+        fail("every", f"schedule {name!r} has both 'cron' and 'every'; give one")
+        when_ok = False
     if cron is not None and not isinstance(cron, str):
-        raise fail("cron", f"cron must be a string like '0 0 1 * *', got {cron!r}")
-    try:
-        spec = parse_spec(cron=cron, every=every, tz=tz, anchor=anchor)
-    except SpecError as exc:
-        key = "tz" if exc.field == "tz" else ("cron" if cron is not None else "every")
-        raise fail(key, str(exc)) from exc
+        fail("cron", f"cron must be a string like '0 0 1 * *', got {cron!r}")
+        when_ok = False
+    if tz is not None:
+        if not isinstance(tz, str):
+            fail("tz", f"tz must be a zone name like 'Europe/Berlin', got {tz!r}")
+            tz, when_ok = None, False
+        elif len(tz) > MAX_TZ_LEN:
+            fail("tz", f"tz must be at most {MAX_TZ_LEN} characters, got {len(tz)}")
+            tz, when_ok = None, False
+        else:
+            try:
+                validate_tz(tz)
+            except SpecError as exc:
+                fail("tz", str(exc))
+                tz, when_ok = None, False
+    if anchor is not None:
+        if not isinstance(anchor, datetime):
+            fail("anchor", f"anchor must be an aware ISO 8601 date-time, got {anchor!r}")
+            anchor, when_ok = None, False
+        elif anchor.utcoffset() is None:
+            fail("anchor", "anchor must include a UTC offset (e.g. 2026-01-01T00:00:00+00:00)")
+            anchor, when_ok = None, False
+        elif every is not None:
+            try:
+                in_utc: datetime | None = anchor.astimezone(UTC)
+            except OverflowError:
+                in_utc = None
+            if in_utc is None or not MIN_ANCHOR <= in_utc < MAX_ANCHOR:
+                fail("anchor", f"anchor must be from the year 1000 up to the end of 9899 (UTC), got {anchor.isoformat()}")
+                anchor, when_ok = None, False
+    if (isinstance(cron, str) and every is None) or (cron is None and every is not None):
+        # parsed even when tz or anchor was bad (without them), so that its own errors show too
+        try:
+            spec = parse_spec(cron=cron, every=every, tz=tz, anchor=anchor)
+        except SpecError as exc:
+            key = {"tz": "tz", "anchor": "anchor"}.get(exc.field or "", "cron" if cron is not None else "every")
+            fail(key, str(exc))
+        if isinstance(spec, IntervalSpec) and spec.every > MAX_INTERVAL:
+            fail("every", f"an interval is at most 100 years ({MAX_INTERVAL.days} days), got {spec.describe()[6:]}")
+            spec = None
+    if not when_ok:
+        spec = None
+
+    # -- arguments ------------------------------------------------------------------------
+    args_ok = True
     if args is None:
         args = []
     if kwargs is None:
         kwargs = {}
     if not isinstance(args, (list, tuple)):
-        raise fail("args", f"args must be a list, got {type(args).__name__}")
+        fail("args", f"args must be a list, got {type(args).__name__}")
+        args_ok = False
     if not isinstance(kwargs, Mapping):
-        raise fail("kwargs", f"kwargs must be a mapping, got {type(kwargs).__name__}")
-    for key, value in (("args", list(args)), ("kwargs", dict(kwargs))):
+        fail("kwargs", f"kwargs must be a mapping, got {type(kwargs).__name__}")
+        args_ok = False
+    elif any(not isinstance(k, str) for k in kwargs):
+        bad = next(k for k in kwargs if not isinstance(k, str))
+        fail("kwargs", f"kwargs must map parameter names (text) to values, got the key {bad!r}")
+        args_ok = False
+    for key, value, ok in (("args", args, isinstance(args, (list, tuple))), ("kwargs", kwargs, isinstance(kwargs, Mapping))):
+        if not ok:
+            continue
         try:
-            check_json(value, key)
+            check_json(list(value) if key == "args" else dict(value), key)
         except JobArgumentsError as exc:
-            raise fail(key, str(exc)) from exc
+            fail(key, str(exc))
+            args_ok = False
+    if args_ok and task_def is not None:
+        try:
+            task_def.check_arguments(list(args), dict(kwargs))
+        except JobArgumentsError as exc:
+            fail(_arguments_key(task_def, list(args), dict(kwargs)), str(exc))
+
+    # -- policies and job options -----------------------------------------------------------
     if misfire not in MISFIRE_POLICIES:
-        raise fail("misfire", f"misfire must be one of {', '.join(MISFIRE_POLICIES)}, got {misfire!r}")
+        fail("misfire", f"misfire must be one of {', '.join(MISFIRE_POLICIES)}, got {misfire!r}")
     if overlap not in OVERLAP_POLICIES:
-        raise fail("overlap", f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {overlap!r}")
+        fail("overlap", f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {overlap!r}")
     grace: float | None = None
     if misfire_grace is not None:
         try:
             grace = parse_duration(misfire_grace, field="misfire_grace").total_seconds()
         except SpecError as exc:
-            raise fail("misfire_grace", str(exc)) from exc
-    for key, value, low in (("max_catch_up", max_catch_up, 1), ("max_attempts", max_attempts, 1), ("priority", priority, None)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-            bound = f" >= {low}" if low is not None else ""
-            raise fail(key, f"{key} must be an integer{bound}, got {value!r}")
-    if queue is not None and (not isinstance(queue, str) or not queue):
-        raise fail("queue", f"queue must be a non-empty string, got {queue!r}")
+            fail("misfire_grace", str(exc))
+    if max_catch_up is not None:
+        check("max_catch_up", lambda: check_int(max_catch_up, "max_catch_up", 1, MAX_CATCH_UP))
+    if max_attempts is not None:
+        check("max_attempts", lambda: check_int(max_attempts, "max_attempts", 1))
+    if priority is not None:
+        check("priority", lambda: check_int(priority, "priority"))
+    if queue is not None:
+        check("queue", lambda: check_name(queue, "queue", MAX_QUEUE_LEN))
     if not isinstance(enabled, bool):
-        raise fail("enabled", f"enabled must be true or false, got {enabled!r}")
+        fail("enabled", f"enabled must be true or false, got {enabled!r}")
+    if failed or spec is None:
+        return None
     return ScheduleDef(
         name=name, task=task, spec=spec, args=list(args), kwargs=dict(kwargs), priority=priority, queue=queue,
         max_attempts=max_attempts, misfire=misfire, misfire_grace=grace, max_catch_up=max_catch_up,
@@ -242,8 +462,112 @@ def build_schedule(
 
 
 # -- schedules.yaml -------------------------------------------------------------------
+MAX_CONFIG_BYTES = 1024 * 1024  # 1 MiB: a schedules.yaml of thousands of schedules is far smaller
+MAX_YAML_DEPTH = 100  # nesting of lists and mappings
+MAX_ALIAS_NODES = 100_000  # nodes that aliases (*name) may repeat in total, counted expanded
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for with every alias expanded (memoized by id; the
+    composer refuses recursive aliases first, so the graph has no cycle). Iterative: no
+    recursion limit for deep documents."""
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        if id(n) in sizes:
+            continue
+        if isinstance(n, yaml.SequenceNode):
+            children = list(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        else:
+            sizes[id(n)] = 1
+            continue
+        if done:
+            sizes[id(n)] = 1 + sum(sizes[id(c)] for c in children)
+        else:
+            stack.append((n, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(node)]
+
+
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings remember the line of each key (1-based)."""
+    """SafeLoader whose mappings remember the line of each key (1-based), with merge keys,
+    limits on nesting and alias expansion, and every constructor failure turned into a
+    :class:`ConfigError` naming the line and the key path (``schedules.NAME.KEY``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._open_anchors: list[str] = []
+        self._sizes: dict[int, int] = {}
+        self._alias_nodes = 0
+        self._path: list[str] = []  # keys of the mapping values being constructed
+        self._compose_path: list[str] = []  # ... and composed
+
+    def key_path(self) -> str | None:
+        return ".".join(self._path) or None
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # the composer passes a mapping value's key node as ``index``: the path of keys
+        keyed = isinstance(index, yaml.ScalarNode)
+        if keyed:
+            self._compose_path.append(str(index.value)[:200])
+        try:
+            return self._compose_node(parent, index)
+        finally:
+            if keyed:
+                self._compose_path.pop()
+
+    def _compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        key = ".".join(self._compose_path) or None
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise ConfigError(f"alias *{event.anchor} is inside the collection it names (a recursive alias)",
+                                  line=line, key=key)
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                self._alias_nodes += _expanded_size(target, self._sizes)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise ConfigError(f"aliases (*{event.anchor} here) expand to more than {MAX_ALIAS_NODES} "
+                                      "nodes: a schedules.yaml does not need that many repeats", line=line, key=key)
+            return cast(yaml.Node, super().compose_node(parent, index))
+        anchor = getattr(event, "anchor", None)
+        collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        if collection:
+            self._depth += 1
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"lists and mappings are nested more than {MAX_YAML_DEPTH} levels deep",
+                                  line=line, key=key)
+            if anchor is not None:
+                self._open_anchors.append(anchor)
+        try:
+            return cast(yaml.Node, super().compose_node(parent, index))
+        finally:
+            if collection:
+                self._depth -= 1
+                if anchor is not None:
+                    self._open_anchors.pop()
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ConfigError:
+            raise
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or node.start_mark
+            raise ConfigError(f"invalid YAML: {exc.problem or exc}", line=mark.line + 1, key=self.key_path()) from None
+        except RecursionError:
+            raise ConfigError("nested too deeply", line=node.start_mark.line + 1, key=self.key_path()) from None
+        except Exception as exc:  # noqa: BLE001 - a constructor failed on a bad value: 2026-13-01, !!int abc
+            tag = "!!" + node.tag.rsplit(":", 1)[-1] if node.tag.startswith("tag:yaml.org,2002:") else node.tag
+            what = f"{node.value!r}" if isinstance(node, yaml.ScalarNode) else "this value"
+            detail = f": {exc}" if isinstance(exc, ValueError) and str(exc) else ""
+            raise ConfigError(f"{what[:80]} is not a valid {tag} value{detail}", line=node.start_mark.line + 1,
+                              key=self.key_path()) from None
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -251,17 +575,56 @@ class LineDict(dict):  # type: ignore[type-arg]
     line: int
 
 
+def _merge_sources(loader: _LineLoader, key_node: yaml.Node, value_node: yaml.Node) -> list[LineDict]:
+    """The mappings of a merge key (``<<: *a`` or ``<<: [*a, *b]``), highest priority first."""
+    nodes = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+    out = []
+    for n in nodes:
+        value = loader.construct_object(n, deep=True) if isinstance(n, yaml.MappingNode) else None
+        if not isinstance(value, LineDict):
+            raise ConfigError("a merge key (<<) takes a mapping or a list of mappings, e.g. '<<: *defaults'",
+                              line=key_node.start_mark.line + 1, key=loader.key_path())
+        out.append(value)
+    return out
+
+
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> LineDict:
-    loader.flatten_mapping(node)
+    """A :class:`LineDict`. Keys must be scalars (a list or mapping as a key is an error, not a
+    TypeError) and unique; ``<<`` merges mappings as YAML 1.1 says: keys written in the mapping
+    win over merged ones, and of several merged mappings the earlier wins."""
     out = LineDict()
     out.lines = {}
     out.line = node.start_mark.line + 1
+    explicit: dict[Any, tuple[Any, int]] = {}
+    merged: list[LineDict] = []
     for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == _MERGE_TAG:
+            merged.extend(_merge_sources(loader, key_node, value_node))
+            continue
+        if key_node.tag == "tag:yaml.org,2002:value":  # a plain '=' key: text, as PyYAML does
+            key_node.tag = "tag:yaml.org,2002:str"
         key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            raise ConfigError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1, key=str(key))
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.lines[key] = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise ConfigError("a key must be text or a number, not a list or a mapping", line=line,
+                              key=loader.key_path()) from None
+        if key in explicit:
+            raise ConfigError(f"duplicate key {key!r}", line=line, key=str(key))
+        loader._path.append(str(key))
+        try:
+            explicit[key] = (loader.construct_object(value_node, deep=True), line)
+        finally:
+            loader._path.pop()
+    for source in merged:
+        for key, value in source.items():
+            if key not in explicit and key not in out:
+                out[key] = value
+                out.lines[key] = source.lines.get(key, source.line)
+    for key, (value, line) in explicit.items():
+        out[key] = value
+        out.lines[key] = line
     return out
 
 
@@ -283,126 +646,323 @@ class FileConfig:
     lines: dict[Any, int] = field(default_factory=dict)
 
 
-def read_config_file(path: str | os.PathLike[str]) -> FileConfig:
-    """Parse a schedules.yaml (safe_load) and check its top level; imports nothing."""
-    p = str(path)
+def _read_bytes(p: str) -> bytes:
+    """At most MAX_CONFIG_BYTES of a regular file: a FIFO, a device (/dev/zero) or a directory
+    is refused without reading it (opened non-blocking, so a FIFO without a writer cannot hang)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        fd = os.open(p, flags)
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=p) from exc
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"cannot read config file: {exc}", file=p) from None
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError("cannot read config file: it is a directory", file=p)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("cannot read config file: not a regular file (a device, FIFO or socket is not read)", file=p)
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is larger than 1 MiB ({st.st_size} bytes)", file=p)
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=p) from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError("config file is larger than 1 MiB", file=p)
+    return data
+
+
+def _line_of(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _key_on_line(text: str, line: int | None) -> str | None:
+    """The mapping key written on ``line`` of ``text``, if there is one."""
+    source_lines = text.splitlines()
+    if line is None or not 0 < line <= len(source_lines):
+        return None
+    m = re.match(r"\s*(?:-\s+)?([^\s:#'\"\[\]{},&*!|>%@`-][^:#]*?)\s*:(?:\s|$)", source_lines[line - 1][:1000])
+    return m.group(1) if m else None
+
+
+def _parse_yaml(p: str) -> Any:
+    data = _read_bytes(p).removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {column} (save the file as UTF-8)",
+                          file=p, line=line, key=_key_on_line(data.decode("utf-8", "replace"), line)) from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: safe
     except ConfigError as exc:
-        exc.file = p
         raise ConfigError(exc.message, file=p, line=exc.line, key=exc.key) from None
+    except yaml.reader.ReaderError as exc:
+        line = _line_of(text, exc.position)
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError(f"invalid YAML: character {char} is not allowed", file=p, line=line,
+                          key=_key_on_line(text, line)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         context_mark = getattr(exc, "context_mark", None)
         if mark is not None and context_mark is not None and mark.index >= len(text.rstrip()):
             mark = context_mark  # "unexpected end of stream": point at what was left open
-        line = mark.line + 1 if mark is not None else None
+        where: int | None = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
-        if context and context_mark is not None and context_mark.line + 1 != line:
+        if context and context_mark is not None and context_mark.line + 1 != where:
             context += f" (started on line {context_mark.line + 1})"
-        # name the key written on the offending line, if there is one
-        key = None
-        source_lines = text.splitlines()
-        if line is not None and 0 < line <= len(source_lines):
-            m = re.match(r"\s*(?:-\s+)?([^\s:#'\"\[\]{},&*!|>%@`-][^:#]*?)\s*:(?:\s|$)", source_lines[line - 1])
-            key = m.group(1) if m else None
-        raise ConfigError(f"invalid YAML: {context + ', ' if context else ''}{problem}", file=p, line=line, key=key) from None
+        raise ConfigError(f"invalid YAML: {context + ', ' if context else ''}{problem}", file=p, line=where,
+                          key=_key_on_line(text, where)) from None
+    except RecursionError:  # the depth limit comes first; this is the last line of defence
+        raise ConfigError("invalid YAML: nested too deeply", file=p) from None
+
+
+def read_config_file(path: str | os.PathLike[str], *, errors: list[ConfigError] | None = None) -> FileConfig:
+    """Parse a schedules.yaml (safe_load) and check its top level; imports nothing.
+
+    A file that cannot be read or parsed raises :class:`ConfigError` at once. Problems of the
+    top level (unknown keys, wrongly typed values) are all collected: appended to ``errors``
+    when a list is given (the FileConfig is returned without the bad values), else raised (one
+    ConfigError, or a :class:`ConfigErrors` listing them)."""
+    p = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    data = _parse_yaml(p)
     if data is None:
         data = LineDict()
         data.lines = {}
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping (database:, imports:, schedules:, ...)", file=p, line=1)
+    problems: list[ConfigError] = []
     lines = getattr(data, "lines", {})
+
+    def report(key: str, message: str, line: int | None = None) -> None:
+        problems.append(ConfigError(message, file=p, line=line if line is not None else lines.get(key), key=key))
+
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(
-                f"unknown key (expected one of: {', '.join(TOP_KEYS)})", file=p, line=lines.get(key), key=str(key)
-            )
+            report(str(key)[:200], f"unknown key (expected one of: {', '.join(TOP_KEYS)})", lines.get(key))
     cfg = FileConfig(path=p, lines=lines)
 
     def typed(key: str, kind: type | tuple[type, ...], what: str) -> Any:
         value = data.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is int):
-            raise ConfigError(f"must be {what}, got {value!r}", file=p, line=lines.get(key), key=key)
+            report(key, f"must be {what}, got {value!r}"[:300])
+            return None
         return value
 
     cfg.database = typed("database", str, "a database URL string")
-    cfg.table_prefix = typed("table_prefix", str, "a string")
-    cfg.concurrency = typed("concurrency", int, "an integer")
+    # table_prefix and concurrency: the rules of store.tables.check_table_prefix and
+    # config.MAX_CONCURRENCY (modules registry does not import), checked here to name the line
+    prefix = typed("table_prefix", str, "a string")
+    if prefix is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix) or len(prefix) > 32):
+        report("table_prefix", f"must be 1 to 32 ASCII letters, digits or '_', not starting with a digit; got {prefix!r}"[:300])
+        prefix = None
+    cfg.table_prefix = prefix
+    concurrency = typed("concurrency", int, "an integer")
+    if concurrency is not None:
+        try:
+            check_int(concurrency, "concurrency", 1, 10_000)
+        except (TypeError, ValueError) as exc:
+            report("concurrency", str(exc))
+            concurrency = None
+    cfg.concurrency = concurrency
     queues = typed("queues", (list, str), "a list of queue names")
-    cfg.queues = [q.strip() for q in queues.split(",")] if isinstance(queues, str) else queues
+    if isinstance(queues, str):
+        queues = [q.strip() for q in queues.split(",")]
+    if queues is not None:
+        for q in queues:
+            try:
+                check_name(q, "queues", MAX_QUEUE_LEN)
+            except (TypeError, ValueError) as exc:
+                report("queues", f"must list queue names: {exc}")
+                queues = None
+                break
+    cfg.queues = queues
     imports = typed("imports", list, "a list of module names") or []
     for mod in imports:
-        if not isinstance(mod, str):
-            raise ConfigError(f"must list module names, got {mod!r}", file=p, line=lines.get("imports"), key="imports")
+        if not isinstance(mod, str) or not mod or len(mod) > 255:
+            report("imports", f"must list module names, got {mod!r}"[:300])
+            imports = []
+            break
     cfg.imports = imports
     cfg.defaults = typed("defaults", dict, "a mapping of schedule options") or {}
-    for key in cfg.defaults:
+    dl = getattr(cfg.defaults, "lines", {})
+    for key in list(cfg.defaults):
         if key not in SCHEDULE_KEYS or key in ("task", "cron", "every"):
-            dl = getattr(cfg.defaults, "lines", {})
-            raise ConfigError("unknown or not defaultable schedule option", file=p, line=dl.get(key), key=f"defaults.{key}")
+            report(f"defaults.{str(key)[:200]}", "unknown or not defaultable schedule option", dl.get(key))
+    if any(key not in SCHEDULE_KEYS or key in ("task", "cron", "every") for key in cfg.defaults):
+        good = LineDict({k: v for k, v in cfg.defaults.items() if k in SCHEDULE_KEYS and k not in ("task", "cron", "every")})
+        good.lines, good.line = dl, getattr(cfg.defaults, "line", 1)
+        cfg.defaults = good
     cfg.schedules = typed("schedules", dict, "a mapping of schedule name to options") or LineDict()
+    if not hasattr(cfg.schedules, "lines"):
+        cfg.schedules.lines = {}
+    if errors is not None:
+        errors.extend(problems)
+    else:
+        raise_errors(problems)
     return cfg
 
 
-def import_modules(modules: list[str], *, file: str | None = None, line: int | None = None) -> None:
-    """Import modules so that their ``@task`` decorators run. The working directory, and the
-    directory of the config file that names them, are on the path."""
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+class _UserModuleFinder(importlib.abc.MetaPathFinder):
+    """Finds, in the working directory and next to the config file, the modules a user names
+    (``--import``, ``imports:``, ``--app``) and whatever code living there imports from there,
+    and nothing else. It is the LAST finder on ``sys.meta_path`` and ``sys.path`` is left alone:
+    the standard library and installed packages always win, and a name looked up by library code
+    (``sqlite3``, or a driver's optional accelerator such as ``psycopg_c`` or PyMySQL's
+    ``cryptography``) is never answered from these directories, even while a named module is
+    being imported or long after (a task importing a sibling module when it runs still works)."""
+
+    def __init__(self) -> None:
+        self.dirs: list[str] = []  # most recently named first
+        self.names: set[str] = set()  # top-level names of the modules named
+
+    def allow(self, names: Sequence[str], dirs: Sequence[str]) -> None:
+        for d in reversed(dirs):
+            if d in self.dirs:
+                self.dirs.remove(d)
+            self.dirs.insert(0, d)
+        self.names.update(n.partition(".")[0] for n in names)
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: Any = None) -> Any:
+        if path is not None or not self.dirs:  # a submodule: its package's __path__ finds it
+            return None
+        if fullname not in self.names and not self._imported_by_user_code():
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, list(self.dirs))
+
+    def _imported_by_user_code(self) -> bool:
+        """Whether the import statement being served is in a file of one of the directories."""
+        frame = sys._getframe(2)
+        while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
+                                     or frame.f_code.co_filename == importlib.__file__):
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return False
+        try:
+            where = Path(frame.f_code.co_filename).resolve()
+        except (OSError, ValueError):
+            return False
+        return any(where.is_relative_to(d) for d in self.dirs)
+
+
+_USER_MODULES = _UserModuleFinder()
+
+
+def allow_user_modules(modules: Sequence[str], *, file: str | os.PathLike[str] | None = None) -> None:
+    """Make ``modules`` importable from the working directory (and the directory of ``file``,
+    the config file that names them), after the standard library and installed packages, and
+    only for them and the code they contain (see :class:`_UserModuleFinder`). Nothing is done
+    when no module is named."""
+    if not modules:
+        return
+    dirs = [str(Path.cwd().resolve())]
     if file is not None:
-        here = str(Path(file).resolve().parent)
-        if here not in sys.path:
-            sys.path.append(here)  # after the working directory: cwd modules win on a clash
+        dirs.append(str(Path(file).resolve().parent))  # after the working directory: cwd modules win on a clash
+    _USER_MODULES.allow(modules, dirs)
+    if _USER_MODULES not in sys.meta_path:
+        sys.meta_path.append(_USER_MODULES)
+
+
+def import_modules(modules: list[str], *, file: str | None = None, line: int | None = None) -> None:
+    """Import modules so that their ``@task`` decorators run. They are found in the working
+    directory and next to the config file naming them, never in place of a module of the
+    standard library or an installed package (:func:`allow_user_modules`)."""
+    allow_user_modules(modules, file=file)
     for mod in modules:
         try:
             importlib.import_module(mod)
-        except Exception as exc:  # noqa: BLE001 - any import failure is a configuration error
+        except Exception as exc:  # any import failure is a configuration error
             raise ConfigError(f"cannot import module {mod!r}: {type(exc).__name__}: {exc}", file=file, line=line, key="imports") from exc
 
 
-def schedules_from_config(cfg: FileConfig, registry: Registry) -> list[ScheduleDef]:
-    """Validate every schedule of a parsed file against the registry's tasks."""
+def schedules_from_config(
+    cfg: FileConfig, registry: Registry, *, errors: list[ConfigError] | None = None, check_tasks: bool = True,
+) -> list[ScheduleDef]:
+    """Validate every schedule of a parsed file against the registry's tasks.
+
+    Every problem of every schedule is reported (file, line, ``schedules.NAME.KEY``): appended
+    to ``errors`` when a list is given (the good schedules are returned), else raised (one
+    ConfigError, or a :class:`ConfigErrors` listing them). A schedule whose task is registered
+    has its ``args``/``kwargs`` bound against the task's signature. ``check_tasks=False``
+    (``validate --no-import``) accepts task names that are not registered."""
     out = []
+    problems: list[ConfigError] = []
+    schedule_lines = getattr(cfg.schedules, "lines", {})
+    default_lines = getattr(cfg.defaults, "lines", {})
     for name, body in cfg.schedules.items():
-        line = cfg.schedules.lines.get(name)
+        line = schedule_lines.get(name)
+        where = f"schedules.{str(name)[:200]}"
         if not isinstance(name, str) or not name:
-            raise ConfigError("schedule names must be non-empty strings", file=cfg.path, line=line, key=f"schedules.{name}")
+            problems.append(ConfigError("schedule names must be non-empty strings", file=cfg.path, line=line, key=where))
+            continue
         if not isinstance(body, dict):
-            raise ConfigError("must be a mapping of options (task:, cron: or every:, ...)", file=cfg.path, line=line, key=f"schedules.{name}")
+            problems.append(ConfigError("must be a mapping of options (task:, cron: or every:, ...)", file=cfg.path, line=line, key=where))
+            continue
         blines = getattr(body, "lines", {})
+        local: list[ConfigError] = []
+
+        def report(key: str, message: str, *, _where: str = where, _blines: dict[Any, int] = blines,
+                   _line: int | None = line, _local: list[ConfigError] = local) -> None:
+            if key == "name":
+                _local.append(ConfigError(message, file=cfg.path, line=_line, key=_where))
+                return
+            at = _blines.get(key) or default_lines.get(key) or _line
+            _local.append(ConfigError(message, file=cfg.path, line=at, key=f"{_where}.{key}"))
+
         for key in body:
             if key not in SCHEDULE_KEYS:
-                raise ConfigError(
-                    f"unknown key (expected one of: {', '.join(SCHEDULE_KEYS)})",
-                    file=cfg.path, line=blines.get(key), key=f"schedules.{name}.{key}",
-                )
-        merged = {**cfg.defaults, **body}
-
-        def key_error(key: str, message: str, *, _name: str = name, _blines: dict[Any, int] = blines, _line: int | None = line) -> ConfigError:
-            where = _blines.get(key) or getattr(cfg.defaults, "lines", {}).get(key) or _line
-            return ConfigError(message, file=cfg.path, line=where, key=f"schedules.{_name}.{key}")
-
+                report(str(key)[:200], f"unknown key (expected one of: {', '.join(SCHEDULE_KEYS)})")
+        merged = {**cfg.defaults, **{k: v for k, v in body.items() if k in SCHEDULE_KEYS}}
         task = merged.pop("task", None)
+        task_def = None
         if not isinstance(task, str) or not task:
-            raise key_error("task", "each schedule needs 'task': the name of a registered task")
-        if task not in registry.tasks:
-            raise key_error("task", str(UnknownTaskError(task, list(registry.tasks))))
+            report("task", "each schedule needs 'task': the name of a registered task")
+            task = None
+        elif task in registry.tasks:
+            task_def = registry.tasks[task]
+        elif check_tasks:
+            report("task", str(UnknownTaskError(task, list(registry.tasks))))
         anchor = merged.pop("anchor", None)
         if isinstance(anchor, str):
             try:
                 anchor = datetime.fromisoformat(anchor)
             except ValueError:
-                raise key_error("anchor", f"anchor must be an ISO 8601 date-time, got {anchor!r}") from None
-        if isinstance(anchor, datetime) and anchor.tzinfo is None:
-            raise key_error("anchor", "anchor must include a UTC offset (e.g. 2026-01-01T00:00:00+00:00)")
-        out.append(build_schedule(name, task, anchor=anchor, source=f"{cfg.path}:{line}", key_error=key_error, **merged))
+                report("anchor", f"anchor must be an ISO 8601 date-time, got {anchor[:100]!r}")
+                anchor = None
+        elif isinstance(anchor, date) and not isinstance(anchor, datetime):
+            report("anchor", f"anchor must be a date-time with a UTC offset, got the date {anchor.isoformat()}")
+            anchor = None
+        sched = _build_schedule(
+            name, task, anchor=anchor, source=f"{cfg.path}:{line}", report=report, task_def=task_def,
+            **{k: merged.get(k, d) for k, d in _OPTION_DEFAULTS.items()},
+        )
+        local.sort(key=lambda e: e.line or 0)
+        problems.extend(local)
+        if sched is not None and not local:
+            out.append(sched)
+    if errors is not None:
+        errors.extend(problems)
+    else:
+        raise_errors(problems)
     return out
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "cron": None, "every": None, "tz": None, "args": None, "kwargs": None, "priority": None, "queue": None,
+    "max_attempts": None, "misfire": "coalesce", "misfire_grace": None, "max_catch_up": 1000, "overlap": "skip",
+    "enabled": True,
+}
 
 
 def describe_callable(obj: Any) -> str:

@@ -2,11 +2,23 @@
 
 Pure functions: no I/O and no clock. Every instant returned is an aware UTC ``datetime``.
 
-croniter expands the standard field syntax (lists, ranges, steps, names). Matching and the
-next fire time are computed here (local wall times in the schedule's zone, then mapped to UTC)
-because croniter 7's own iteration does not follow the rules of DESIGN.md: it fires fixed-time
-schedules twice in the fall-back overlap, applies the OR rule to ``*/2``-style day fields,
-rejects ``LW`` and ``5L``, and moves ``31W`` to the last weekday of short months.
+Fields are expanded here (lists, ranges, steps, names), not by croniter: croniter 7's
+``expand()`` turns a range with equal ends (``5-5``, ``JAN-JAN``) into ``*`` and ``5-5/2`` into
+``*/2``. Matching and the next fire time are computed here too (local wall times in the
+schedule's zone, then mapped to UTC) because croniter's own iteration does not follow the rules
+of DESIGN.md: it fires fixed-time schedules twice in the fall-back overlap, applies the OR rule
+to ``*/2``-style day fields, rejects ``LW`` and ``5L``, and moves ``31W`` to the last weekday of
+short months.
+
+Field items (Debian cron): ``*`` (or ``?``) is the whole field (day of week: 0-6), ``N`` one
+value, ``A-B`` the values A through B (A <= B; ``5-5`` is just 5), ``X/S`` every S-th value of
+the range X starting at its first value, where ``N/S`` means ``N-<end of field>/S``. A step may
+be at most the number of values of its field (60 minutes, 24 hours, 31 days, 12 months, 7
+weekdays): a larger one could only ever match the start of its range and is refused (``*/90``
+is not "every 90 minutes"; use ``every: 90m``). Day of week 7 is Sunday, like 0.
+
+The spec works for any instant a ``datetime`` can hold; where a fire time or a conversion would
+leave years 1-9999, ``next_after`` raises :class:`SpecError`, never ``OverflowError``.
 
 DST rules (Debian cron), for a matching local wall time ``w``:
 
@@ -27,18 +39,14 @@ import calendar
 import math
 import re
 from bisect import bisect_left
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import croniter
-from croniter.croniter import CroniterError
 
 from .errors import NaiveDatetimeError, SpecError
 
 __all__ = ["CronSpec", "IntervalSpec", "parse_duration", "parse_spec", "spec_from_text",
            "validate_tz"]
 
-UTC = timezone.utc
 _MINUTE = timedelta(minutes=1)
 _SECOND = timedelta(seconds=1)
 
@@ -50,12 +58,22 @@ _UNITS = {unit: secs for secs, names in (
     (60, "m min mins minute minutes"), (1, "s sec secs second seconds"), (0.001, "ms"),
 ) for unit in names.split()}
 _DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)\s*")
+_MAX_DURATION_TEXT = 100  # '1w 2d 3h 4m 5s' is 14: anything near this is not a duration
+_MAX_EXPR = 255  # the longest cron expression accepted (and the size of the stored column)
 
 
-def parse_duration(value: str | int | float | timedelta, *, field: str = "duration") -> timedelta:
+def _clip(text: str, keep: int = 60) -> str:
+    """``text`` for an error message: a very long input is not echoed in full."""
+    return text if len(text) <= _MAX_EXPR else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def parse_duration(value: str | float | timedelta, *, field: str = "duration") -> timedelta:
     """``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"``, ``"1h30m"``, ``"90"`` (seconds), 90,
     1.5 or a ``timedelta``; must be positive."""
-    expr = str(value)
+    try:
+        expr = _clip(str(value))
+    except ValueError:  # an int of more than 4300 digits cannot even be printed
+        expr = f"<{type(value).__name__} too large to print>"
 
     def bad(msg: str) -> SpecError:
         return SpecError(msg, expr=expr, field=field)
@@ -72,15 +90,20 @@ def parse_duration(value: str | int | float | timedelta, *, field: str = "durati
             td = timedelta(seconds=value)
         else:
             s = value.strip().lower()
+            if len(s) > _MAX_DURATION_TEXT:
+                raise bad(f"duration text is longer than {_MAX_DURATION_TEXT} characters")
             if re.fullmatch(r"[0-9]+", s):
                 td = timedelta(seconds=int(s))
             elif re.fullmatch(r"[0-9]+\.[0-9]+", s):
                 td = timedelta(seconds=float(s))
             else:
                 td, pos, seen = timedelta(0), 0, set()
-                for m in _DUR_PART.finditer(s):
+                while pos < len(s):  # anchored at pos: linear, no rescanning of the text
+                    m = _DUR_PART.match(s, pos)
+                    if m is None:
+                        break
                     unit = m.group(2)
-                    if m.start() != pos or unit not in _UNITS or _UNITS[unit] in seen:
+                    if unit not in _UNITS or _UNITS[unit] in seen:
                         break
                     seen.add(_UNITS[unit])
                     td += timedelta(seconds=float(m.group(1)) * _UNITS[unit])
@@ -113,7 +136,11 @@ def _utc(instant: object, what: str = "instant") -> datetime:
                         expr=repr(instant), field=what)
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise NaiveDatetimeError(what, instant)
-    return instant.astimezone(UTC)
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:
+        raise SpecError(f"{what} is outside the years 1-9999 in UTC", expr=instant.isoformat(),
+                        field=what) from None
 
 
 def _join(items: list[str], last: str = "and") -> str:
@@ -151,6 +178,13 @@ class CronSpec:
             raise SpecError("a cron expression must be a string", expr=repr(expr),
                             field="expression")
         self.expr = expr.strip()
+        if len(self.expr) > _MAX_EXPR:
+            raise SpecError(f"a cron expression is at most {_MAX_EXPR} characters long",
+                            expr=_clip(self.expr), field="expression")
+        if not self.expr.isascii():
+            # str.upper() and \w know more than ASCII: 'ſun'.upper() == 'SUN', '０' is a digit
+            raise SpecError("a cron expression is ASCII text (digits, names, * ? , - / L W #)",
+                            expr=self.expr, field="expression")
         self.tz = "UTC" if tz is None else tz
         self._zone = validate_tz(self.tz)
         text = self.expr
@@ -182,6 +216,8 @@ class CronSpec:
     def _value(self, i: int, tok: str, item: str) -> int:
         _, lo, hi, names = _FIELDS[i]
         if re.fullmatch(r"[0-9]+", tok):
+            if len(tok.lstrip("0")) > 4:  # int() of thousands of digits is slow, and out of range anyway
+                raise self._err(i, f"{tok[:8]}... in {item[:20]!r} is out of range {lo}-{hi}")
             v = int(tok)
         elif tok in names:
             v = names[tok]
@@ -192,30 +228,34 @@ class CronSpec:
         return v
 
     def _item(self, i: int, item: str) -> list[int]:
-        """Expand one standard list item (``*``, ``N``, ``A-B``, ``*/S``, ``N/S``, names) of
-        field ``i`` with croniter; the extensions (L, W, #) are handled by the callers."""
-        _, lo, hi, _ = _FIELDS[i]
+        """Expand one standard list item of field ``i``: ``*``/``?``, ``N``, ``A-B``, each with an
+        optional ``/S``; names in month and day of week. The extensions (L, W, #) are handled by
+        the callers. See the module doc for the rules."""
+        name, lo, hi, _ = _FIELDS[i]
         top = 6 if i == 4 else hi  # '*' in day of week is 0-6 (7 is Sunday again)
-        base, slash, step = item.partition("/")
-        if slash and (not re.fullmatch(r"[0-9]+", step) or int(step) == 0):
-            raise self._err(i, f"invalid step {step!r} in {item!r}")
-        for tok in re.split(r"[-/]", base):
-            if tok not in ("*", "?"):
-                self._value(i, tok, item)  # a precise message for a bad or out-of-range value
-        if "-" in base:
+        count = 7 if i == 4 else hi - lo + 1
+        base, slash, step_text = item.partition("/")
+        step = 1
+        if slash:
+            if not re.fullmatch(r"[0-9]{1,4}", step_text) or int(step_text) == 0:
+                raise self._err(i, f"invalid step {step_text[:8]!r} in {item[:20]!r}")
+            step = int(step_text)
+            if step > count:
+                hint = f"; for every {step} minutes use every: {step}m" if i == 0 else ""
+                raise self._err(i, f"step {step} in {item!r} is larger than the {count} values of "
+                                   f"the {name} field: it would only match the start of the range"
+                                   f"{hint}")
+        if base in ("*", "?"):
+            start, end = lo, top
+        elif base.count("-") == 1:
             x, _, y = base.partition("-")
-            if self._value(i, x, item) > self._value(i, y, item):
+            start, end = self._value(i, x, item), self._value(i, y, item)
+            if start > end:
                 raise self._err(i, f"range {item!r} runs backwards")
-        fields = ["0", "0", "1", "1", "*"]
-        fields[i] = "*" + item[1:] if item.startswith("?") else item
-        try:
-            expanded = croniter.expand(" ".join(fields))[0][i]
-        except (CroniterError, ValueError) as exc:
-            raise self._err(i, f"invalid item {item!r}: {exc}") from None
-        if expanded == ["*"]:
-            return list(range(lo, top + 1))
-        return sorted({int(v) for v in expanded})
-
+        else:
+            start = self._value(i, base, item)
+            end = max(top, start) if slash else start  # 'N/S' is N-<end of field>/S
+        return list(range(start, end + 1, step))
     def _parse_dom(self, text: str) -> None:
         self._dom, self._dom_last, self._dom_lw, self._dom_w = set(), False, False, set()
         for item in text.split(","):
@@ -259,7 +299,7 @@ class CronSpec:
         key = (length, first)
         if key in self._day_cache:
             return self._day_cache[key]
-        wd = lambda d: (first + d - 1) % 7  # noqa: E731
+        wd = lambda d: (first + d - 1) % 7
         special = {length} if self._dom_last else set()
         if self._dom_lw:
             special.add(length - {6: 1, 0: 2}.get(wd(length), 0))
@@ -330,8 +370,19 @@ class CronSpec:
         return "gap", hi, None
 
     def next_after(self, instant: datetime) -> datetime:
-        """The first fire time strictly after ``instant`` (aware, any zone), as aware UTC."""
+        """The first fire time strictly after ``instant`` (aware, any zone), as aware UTC.
+        :class:`SpecError` when there is none within the years 1-9999 (in UTC and in the
+        schedule's zone)."""
         u = _utc(instant)
+        try:
+            return self._next_after(u)
+        except OverflowError:
+            # the ends of the datetime range: a local wall time or its UTC instant would leave
+            # years 1-9999 (e.g. 9999-12-31 23:30 in New York is in the year 10000 in UTC)
+            raise SpecError("no fire time within the years 1-9999 after "
+                            f"{u.isoformat()}", expr=self.expr, field="expression") from None
+
+    def _next_after(self, u: datetime) -> datetime:
         loc = u.astimezone(self._zone)
         wi = loc.replace(tzinfo=None, second=0, microsecond=0)
         wild = self.is_wildcard
@@ -379,6 +430,8 @@ class CronSpec:
             return f"day {int(item)}"
         if re.fullmatch(r"[0-9]+-[0-9]+", item):
             a, b = item.split("-")
+            if int(a) == int(b):
+                return f"day {int(a)}"
             return f"days {int(a)} through {int(b)}"
         return f"days {item}"
 
@@ -392,6 +445,8 @@ class CronSpec:
             return f"the last {name(m.group(1) or m.group(2))} of the month"
         if re.fullmatch(r"\w+-\w+", item):
             a, b = item.split("-")
+            if name(a) == name(b):
+                return name(a)
             return f"{name(a)} through {name(b)}"
         if re.fullmatch(r"\w+", item):
             return name(item)
@@ -444,7 +499,7 @@ class CronSpec:
 # intervals
 
 
-def _plural(n: int | float, unit: str) -> str:
+def _plural(n: float, unit: str) -> str:
     return f"{n} {unit}" + ("" if n == 1 else "s")
 
 
@@ -454,14 +509,14 @@ class IntervalSpec:
     tz = "UTC"
     is_wildcard = True
 
-    def __init__(self, every: str | int | float | timedelta,
+    def __init__(self, every: str | float | timedelta,
                  anchor: datetime | None = None) -> None:
         self.every = parse_duration(every, field="every")
         if anchor is not None:
             if not isinstance(anchor, datetime) or anchor.utcoffset() is None:
                 raise SpecError("anchor must be a timezone-aware datetime", expr=repr(anchor),
                                 field="anchor")
-            anchor = anchor.astimezone(UTC)
+            anchor = _utc(anchor, "anchor")
         self.anchor = anchor
 
     def with_anchor(self, anchor: datetime) -> IntervalSpec:
@@ -474,7 +529,11 @@ class IntervalSpec:
             raise SpecError("interval has no anchor", expr=self.text(), field="anchor")
         if u < self.anchor:
             return self.anchor
-        return self.anchor + ((u - self.anchor) // self.every + 1) * self.every
+        try:
+            return self.anchor + ((u - self.anchor) // self.every + 1) * self.every
+        except OverflowError:
+            raise SpecError(f"no fire time within the years 1-9999 after {u.isoformat()}",
+                            expr=self.text(), field="every") from None
 
     def describe(self) -> str:
         total_us = self.every // timedelta(microseconds=1)
@@ -511,7 +570,7 @@ class IntervalSpec:
 # entry points
 
 
-def parse_spec(*, cron: str | None = None, every: str | int | float | timedelta | None = None,
+def parse_spec(*, cron: str | None = None, every: str | float | timedelta | None = None,
                tz: str | None = None, anchor: datetime | None = None) -> CronSpec | IntervalSpec:
     """Exactly one of ``cron`` / ``every``. A zone applies to cron only (an interval is elapsed
     time), so ``every`` with a ``tz`` other than UTC is an error; ``anchor`` is ignored for cron."""
