@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import ScheduleNotFoundError
+from ..errors import LingerError, ScheduleNotFoundError, StoreError
 from .store import JobStore, Lease
 from .tables import ACTIVE_STATES
 
@@ -28,6 +30,12 @@ class ScheduleRow:
     enabled: bool
     spec_hash: str
     updated_at: datetime
+    # in error: the tick could not plan or write it; ``retry_from`` is its first fire time not
+    # accounted for and ``next_run_at`` the instant it is retried (see Store.mark_schedule_error)
+    error: str | None = None
+    error_since: datetime | None = None
+    retry_from: datetime | None = None
+    disabled_reason: str | None = None  # "not declared" or "enabled: false"
     active: bool = False  # due_schedules only: a job of this schedule is queued or running
 
 
@@ -67,6 +75,33 @@ class NodeRow:
     version: str | None
     started_at: datetime
     heartbeat_at: datetime
+    schedules: str | None = None  # JSON list of the schedule names the node declares (None: unknown)
+
+    def declared(self) -> list[str] | None:
+        """The schedule names this node declares, or None when it did not say (an older
+        version, or a node without a scheduler)."""
+        return _declared(self.schedules)
+
+
+def _declared(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except ValueError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+_SCHEDULE_FIELDS = [f.name for f in fields(ScheduleRow) if f.name != "active"]
+_NODE_FIELDS = [f.name for f in fields(NodeRow)]
+ERROR_CAP = 2000  # characters of a schedule's error message kept
+
+
+def _clean_error(text: str) -> str:
+    """A storable error message: no NUL, valid UTF-8, at most ERROR_CAP characters."""
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= ERROR_CAP else text[: ERROR_CAP - 1] + "\u2026"
 
 
 class Store(JobStore):
@@ -83,8 +118,23 @@ class Store(JobStore):
             .values(
                 next_run_at=sa.bindparam("b_next", type_=UTCDateTime()),
                 last_run_at=sa.func.coalesce(sa.bindparam("b_last", type_=UTCDateTime()), s.c.last_run_at),
+                # a plan that commits ends an error state (literal NULLs: no per-row parameters)
+                error=sa.null(), error_since=sa.null(), retry_from=sa.null(),
             )
         )
+
+    def _next_run_at_is(self, conn: sa.Connection, name: str, expected: datetime | None) -> bool | None:
+        """Compare-and-set support: whether schedule ``name``'s next_run_at equals ``expected``
+        (None: there is no such schedule), read under a row lock. Compared in Python, as in
+        :meth:`materialize`: SQLite keeps times as text whose form varies."""
+        s = self.t.schedules
+        row = conn.execute(sa.select(s.c.next_run_at).where(s.c.name == name).with_for_update()).first()
+        return None if row is None else row[0] == expected
+
+    def _schedule_cols(self) -> list[sa.Column[Any]]:
+        """The columns a ScheduleRow holds, in its field order (whatever else the table has)."""
+        s = self.t.schedules
+        return [s.c[name] for name in _SCHEDULE_FIELDS]
 
     # -- leader lease -------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> Lease | None:
@@ -134,16 +184,19 @@ class Store(JobStore):
     # -- nodes --------------------------------------------------------------------------
     def register_node(
         self, node: str, *, host: str, pid: int, roles: str, registry_hash: str | None, version: str,
-        now: datetime | None = None,
+        now: datetime | None = None, schedules: Sequence[str] | None = None,
     ) -> None:
+        """Record a starting node. ``schedules``: the names of the schedules it declares (a
+        node with a scheduler); a sync elsewhere never disables what a live node declares."""
         n = self.t.nodes
+        declared = None if schedules is None else json.dumps(sorted(set(schedules)))
 
         def run(conn: sa.Connection) -> None:
             conn.execute(sa.delete(n).where(n.c.id == node))
             conn.execute(
                 sa.insert(n).values(
                     id=node, host=host, pid=pid, roles=roles, registry_hash=registry_hash, version=version,
-                    started_at=self._now(now), heartbeat_at=self._now(now),
+                    started_at=self._now(now), heartbeat_at=self._now(now), schedules=declared,
                 )
             )
 
@@ -159,8 +212,23 @@ class Store(JobStore):
 
     def list_nodes(self) -> list[NodeRow]:
         n = self.t.nodes
-        rows = self._tx(lambda c: list(c.execute(sa.select(n).order_by(n.c.started_at))))
+        stmt = sa.select(*[n.c[f] for f in _NODE_FIELDS]).order_by(n.c.started_at)
+        rows = self._tx(lambda c: list(c.execute(stmt)))
         return [NodeRow(*r) for r in rows]
+
+    def live_declarations(self, within: float, now: datetime | None = None) -> dict[str, list[str]]:
+        """``{node id: declared schedule names}`` of the nodes whose last heartbeat is at most
+        ``within`` seconds old and that recorded what they declare."""
+        n = self.t.nodes
+        stmt = sa.select(n.c.id, n.c.schedules).where(
+            n.c.heartbeat_at >= self._now(now, -within), n.c.schedules.is_not(None)
+        )
+        out: dict[str, list[str]] = {}
+        for node, text in self._tx(lambda c: list(c.execute(stmt))):
+            names = _declared(text)
+            if names is not None:
+                out[node] = names
+        return out
 
     def prune_nodes(self, older_than: float, now: datetime | None = None) -> int:
         """Forget nodes whose last heartbeat is older than ``older_than`` seconds."""
@@ -171,9 +239,15 @@ class Store(JobStore):
     # -- schedules ----------------------------------------------------------------------
     def load_schedules(self, names: Iterable[str] | None = None) -> list[ScheduleRow]:
         s = self.t.schedules
-        stmt = sa.select(s).order_by(s.c.name)
+        stmt = sa.select(*self._schedule_cols()).order_by(s.c.name)
         if names is not None:
             stmt = stmt.where(s.c.name.in_(list(names)))
+        return [ScheduleRow(*r) for r in self._tx(lambda c: list(c.execute(stmt)))]
+
+    def schedule_errors(self) -> list[ScheduleRow]:
+        """The schedules in error (see :meth:`mark_schedule_error`), by name."""
+        s = self.t.schedules
+        stmt = sa.select(*self._schedule_cols()).where(s.c.error.is_not(None)).order_by(s.c.name)
         return [ScheduleRow(*r) for r in self._tx(lambda c: list(c.execute(stmt)))]
 
     def get_schedule(self, name: str) -> ScheduleRow:
@@ -188,24 +262,89 @@ class Store(JobStore):
         updates: Sequence[dict[str, Any]] = (),
         disable: Sequence[str] = (),
         now: datetime | None = None,
-    ) -> None:
+        *,
+        plans: Sequence[Plan] = (),
+        disabled_reason: str = "not declared",
+    ) -> list[str]:
         """Registration sync in one transaction: insert new schedules (if absent), update
         changed ones by name (each dict has ``name`` and the columns to set), disable
-        vanished ones (``enabled = false``; their history stays)."""
-        s = self.t.schedules
+        vanished ones (``enabled = false`` with ``disabled_reason``; their history stays).
 
-        def run(conn: sa.Connection) -> None:
+        An update whose schedule has a plan in ``plans`` (the due occurrences of its old spec,
+        recorded as the spec is replaced) applies only if ``next_run_at`` still equals
+        ``plan.expected`` (compare-and-set, as in :meth:`materialize`), together with the
+        plan's occurrences. Returns the names whose compare-and-set failed: nothing was
+        written for them; read them again and retry."""
+        s = self.t.schedules
+        by_name = {p.name: p for p in plans}
+
+        def run(conn: sa.Connection) -> list[str]:
+            conflicts: list[str] = []
             for row in inserts:
                 conn.execute(self.dialect.insert_ignore(s).values(**row, updated_at=self._now(now)))
             for row in updates:
                 values = {k: v for k, v in row.items() if k != "name"}
+                p = by_name.get(row["name"])
+                if p is not None and not self._next_run_at_is(conn, p.name, p.expected):
+                    conflicts.append(p.name)
+                    continue
                 conn.execute(sa.update(s).where(s.c.name == row["name"]).values(**values, updated_at=self._now(now)))
+                if p is not None:
+                    self._insert_occurrences(conn, self._occurrence_rows([p], now), now)
             if disable:
-                conn.execute(
-                    sa.update(s).where(s.c.name.in_(list(disable))).values(enabled=False, updated_at=self._now(now))
-                )
+                self._disable(conn, disable, disabled_reason, now)
+            return conflicts
 
-        self._tx(run)
+        return self._tx(run)
+
+    def _disable(self, conn: sa.Connection, names: Sequence[str], reason: str, now: datetime | None) -> list[str]:
+        s = self.t.schedules
+        enabled = [r[0] for r in conn.execute(
+            sa.select(s.c.name).where(s.c.name.in_(list(names)), s.c.enabled == sa.true()).with_for_update()
+        )]
+        if enabled:
+            conn.execute(
+                sa.update(s).where(s.c.name.in_(enabled), s.c.enabled == sa.true()).values(
+                    enabled=False, disabled_reason=reason, updated_at=self._now(now)
+                )
+            )
+        return enabled
+
+    def disable_schedules(self, names: Sequence[str], reason: str = "not declared", now: datetime | None = None) -> list[str]:
+        """Disable the enabled schedules among ``names`` (history kept); returns those it disabled."""
+        if not names:
+            return []
+        return self._tx(lambda c: self._disable(c, names, reason, now))
+
+    def mark_schedule_error(
+        self, name: str, error: str, *, expected: datetime, retry_at: datetime, now: datetime | None = None
+    ) -> bool:
+        """The tick could not plan or write schedule ``name``: store ``error``, keep its first
+        unaccounted fire time in ``retry_from`` (set by the first failure only), and move
+        ``next_run_at`` to ``retry_at`` so that the tick leaves it alone until then instead of
+        failing on it every tick; ``error_since`` keeps the first failure's time.
+        Compare-and-set on ``next_run_at == expected``; returns whether it applied. A plan
+        that commits (:meth:`materialize`) or a sync of a changed definition clears the error."""
+        s = self.t.schedules
+        from .tables import UTCDateTime
+
+        stmt = (
+            sa.update(s)
+            .where(s.c.name == name)
+            # MySQL applies SET clauses left to right on the new values: retry_from first
+            .ordered_values(
+                (s.c.retry_from, sa.func.coalesce(s.c.retry_from, s.c.next_run_at, type_=UTCDateTime())),
+                (s.c.error_since, sa.func.coalesce(s.c.error_since, self._now(now), type_=UTCDateTime())),
+                (s.c.error, _clean_error(error)),
+                (s.c.next_run_at, sa.bindparam(None, retry_at, UTCDateTime())),
+                (s.c.updated_at, self._now(now)),
+            )
+        )
+
+        def run(conn: sa.Connection) -> bool:
+            return bool(self._next_run_at_is(conn, name, expected)) and bool(conn.execute(stmt).rowcount)
+
+        return self._tx(run)
 
     def due_schedules(self, now: datetime | None = None, limit: int = 1000) -> list[ScheduleRow]:
         """Enabled, unpaused schedules with ``next_run_at <= now``, oldest first (index scan),
@@ -214,13 +353,13 @@ class Store(JobStore):
         s, j = self.t.schedules, self.t.jobs
         active = sa.exists().where(j.c.schedule_name == s.c.name, j.c.state.in_(ACTIVE_STATES))
         stmt = (
-            sa.select(s, active)
+            sa.select(*self._schedule_cols(), active)
             .where(s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at <= self._now(now))
             .order_by(s.c.next_run_at)
             .limit(limit)
         )
         rows = self._tx(lambda c: list(c.execute(stmt)))
-        return [ScheduleRow(*r[:-1], bool(r[-1])) for r in rows]  # type: ignore[call-arg]
+        return [ScheduleRow(*r[:-1], active=bool(r[-1])) for r in rows]  # type: ignore[misc]
 
     def next_schedule_at(self) -> datetime | None:
         """The earliest ``next_run_at`` of an enabled, unpaused schedule."""
@@ -279,25 +418,44 @@ class Store(JobStore):
                 for p in fresh
             ])
             applied = [p.name for p in fresh]
-            rows: list[dict[str, Any]] = []
-            for p in fresh:
-                for o in p.occurrences:
-                    rows.append(
-                        {
-                            "task": p.task, "args": p.args, "queue": p.queue, "priority": p.priority,
-                            "max_attempts": p.max_attempts, "state": o.state, "attempts": 0,
-                            "schedule_name": p.name, "scheduled_for": o.scheduled_for,
-                            "occurrences": o.occurrences, "reason": o.reason, "unique_key": None,
-                            "run_at": o.scheduled_for, "created_at": now,
-                            "finished_at": now if o.state == "skipped" else None,
-                        }
-                    )
+            rows = self._occurrence_rows(fresh, now)
             if rows:
                 self._insert_occurrences(conn, rows, now)
                 self.dialect.notify(conn, self.channel)
             return applied
 
         return self._tx(run)
+
+    def rejects_values(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by a write such as :meth:`materialize`, is the database or
+        its driver refusing the values written (out of range, too long, a constraint, a
+        parameter that does not convert), which one row can cause; not a lost connection or a
+        failure of the schema, permissions or disk, which no single row causes."""
+        cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+        if cause is None:
+            return False
+        if isinstance(cause, sa.exc.DBAPIError):
+            if self.dialect.is_disconnect(cause):
+                return False
+            return isinstance(cause, (sa.exc.DataError, sa.exc.IntegrityError))
+        if isinstance(cause, sa.exc.SQLAlchemyError):
+            return isinstance(cause, sa.exc.StatementError)  # a parameter that failed to convert
+        return not isinstance(cause, LingerError)  # the driver's own OverflowError, TypeError, ...
+
+    @staticmethod
+    def _occurrence_rows(plans: Sequence[Plan], now: datetime | None) -> list[dict[str, Any]]:
+        return [
+            {
+                "task": p.task, "args": p.args, "queue": p.queue, "priority": p.priority,
+                "max_attempts": p.max_attempts, "state": o.state, "attempts": 0,
+                "schedule_name": p.name, "scheduled_for": o.scheduled_for,
+                "occurrences": o.occurrences, "reason": o.reason, "unique_key": None,
+                "run_at": o.scheduled_for, "created_at": now,
+                "finished_at": now if o.state == "skipped" else None,
+            }
+            for p in plans
+            for o in p.occurrences
+        ]
 
     def _insert_occurrences(self, conn: sa.Connection, rows: list[dict[str, Any]], now: datetime | None) -> None:
         j = self.t.jobs
@@ -311,6 +469,36 @@ class Store(JobStore):
             if r["state"] == "skipped":
                 r["finished_at"] = r["created_at"]
         self.dialect.executemany(conn, self.dialect.insert_ignore(j), rows)
+
+    def resume_schedule(
+        self, name: str, *, expected: datetime | None, next_run_at: datetime | None, plan: Plan | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Unpause ``name`` if it is paused and its ``next_run_at`` still equals ``expected``:
+        set ``next_run_at`` (when given), clear an error state, and insert ``plan``'s
+        occurrences (the fire times missed while paused) in the same transaction. Returns
+        False when it is not paused or the compare-and-set failed (nothing written);
+        :class:`ScheduleNotFoundError` when there is no such schedule."""
+        s = self.t.schedules
+        values: dict[str, Any] = {
+            "paused": False, "error": None, "error_since": None, "retry_from": None, "updated_at": self._now(now),
+        }
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+
+        def run(conn: sa.Connection) -> bool:
+            same = self._next_run_at_is(conn, name, expected)
+            if same is None:
+                raise ScheduleNotFoundError(name)
+            if not same or not conn.execute(
+                sa.update(s).where(s.c.name == name, s.c.paused == sa.true()).values(values)
+            ).rowcount:
+                return False
+            if plan is not None and plan.occurrences:
+                self._insert_occurrences(conn, self._occurrence_rows([plan], now), now)
+            return True
+
+        return self._tx(run)
 
     def set_paused(self, name: str, paused: bool, next_run_at: datetime | None = None, now: datetime | None = None) -> None:
         s = self.t.schedules

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
+from datetime import UTC, datetime, timedelta
 
 from linger_sched import FakeClock, Linger, current_job
 from linger_sched.scheduler import Scheduler
-
-UTC = timezone.utc
 
 
 def occurrences(app: Linger, name: str) -> list[tuple[datetime, str, int, str | None]]:
@@ -322,7 +319,11 @@ def test_a_schedule_that_cannot_be_planned_does_not_make_the_tick_spin(app: Ling
     report = s.tick()
     assert [o[0] for o in occurrences(app, "ok")] == [t0, t0 + timedelta(seconds=10)]
     assert [o[0] for o in occurrences(app, "broken")] == [t0]
-    assert report.wait == app.settings.tick_interval  # still due, but retried a tick later, not at once
+    assert report.wait == app.settings.tick_interval  # not retried at once
+    # marked in error and left alone until its backoff passes (tests/integration/test_hardening_scheduler.py)
+    broken_row = app.store.get_schedule("broken")
+    assert broken_row.error is not None and "not a spec" in broken_row.error
+    assert broken_row.retry_from == t0 + timedelta(seconds=10)
 
 
 def test_a_schedule_that_comes_due_during_a_slow_materialize_is_done_in_the_same_tick(
@@ -338,7 +339,7 @@ def test_a_schedule_that_comes_due_during_a_slow_materialize_is_done_in_the_same
     clock.advance(10)  # "first" is due; "second" half a second later
     real = app.store.materialize
 
-    def slow(*a, **kw):  # noqa: ANN002, ANN003, ANN202 - the transaction takes a second
+    def slow(*a, **kw):  # the transaction takes a second
         out = real(*a, **kw)
         clock.advance(1)
         return out
