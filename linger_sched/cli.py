@@ -20,19 +20,29 @@ import sqlalchemy.exc
 
 from . import __version__
 from .app import Linger, default_app
+from .clock import UTC
 from .errors import (
     ConfigError, JobArgumentsError, JobNotFoundError, JobStateError, LingerError, NaiveDatetimeError,
     ScheduleNotFoundError, SchemaError, SpecError, UnknownTaskError,
 )
-from .registry import read_config_file, schedules_from_config, import_modules, Registry
+from .config import MAX_CONCURRENCY, MAX_SECONDS
+from .registry import Registry, allow_user_modules, import_modules, read_config_file, schedules_from_config
 from .specs import parse_duration
+from .store.dialect import mask_url
 
 USAGE_ERRORS = (ConfigError, SpecError, JobArgumentsError, NaiveDatetimeError, UnknownTaskError)
 DEFAULT_CONFIG = "schedules.yaml"
 
 
+# the ranges the database columns hold: priority is a 32-bit INTEGER, ids and LIMIT 64-bit
+PRIORITY = click.IntRange(-(2**31), 2**31 - 1)
+ROW_LIMIT = click.IntRange(1, 2**63 - 1)
+CONCURRENCY = click.IntRange(1, MAX_CONCURRENCY)
+
+
 def fail(message: str, code: int) -> None:
-    click.echo(f"linger-sched: error: {message}", err=True)
+    # any message may quote a database URL (a driver's error, a bad --database)
+    click.echo(f"linger-sched: error: {mask_url(message)}", err=True)
     sys.exit(code)
 
 
@@ -116,8 +126,8 @@ def load_app(
     database, imports, app_path, config, verbose, log_level = with_root_options(
         database, imports, app_path, config, verbose, log_level)
     setup_logging(verbose, log_level)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    # --app names a module: found in the working directory, never in place of the stdlib or a driver
+    allow_user_modules([app_path.partition(":")[0]] if app_path else [])
     try:
         import_modules(list(imports))
     except ConfigError as exc:
@@ -138,6 +148,9 @@ def load_app(
         # e.g. an --app built with Linger(database_url=...)): only the flags go on top
         s = resolve(cli=cli, code=dataclasses.asdict(app.settings), env={})
         app.configure(**{k: getattr(s, k) for k in ("database_url", "table_prefix", "concurrency", "queues")})
+    # commands say what is missing (`db init`) instead of creating tables, or a SQLite file,
+    # as a side effect: `run` and `db init` install explicitly
+    app.configure(auto_install=False)
     return app
 
 
@@ -148,6 +161,10 @@ def parse_instant(text: str, what: str) -> datetime:
         raise ConfigError(f"not an ISO 8601 date-time: {text!r} (e.g. 2026-12-01T18:00:00+01:00)", key=what) from None
     if value.tzinfo is None:
         raise ConfigError(f"{text!r} has no UTC offset; add one, e.g. {text}+00:00 or {text}Z", key=what)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"{text!r} is outside 0001-01-01 .. 9999-12-31 in UTC", key=what) from None
     return value
 
 
@@ -191,7 +208,7 @@ def db_init(**common: Any) -> None:
     """Create the tables (idempotent)."""
     app = load_app(**common)
     app.install_schema()
-    click.echo(f"schema ready in {app.store.engine.url.render_as_string(hide_password=True)} (prefix {app.settings.table_prefix})")
+    click.echo(f"schema ready in {app.store.display_url} (prefix {app.settings.table_prefix})")
 
 
 @db.command("upgrade")
@@ -220,7 +237,7 @@ def _exit_node(code: int) -> None:
 
 
 @main.command()
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Jobs run at once (threads).")
+@click.option("--concurrency", "-c", type=CONCURRENCY, help="Jobs run at once (threads).")
 @click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
 @click.option("--burst", is_flag=True, help="Exit 0 once no due job is left.")
 @common_options
@@ -239,7 +256,7 @@ def _warn_without_tasks(app: Linger) -> None:
 
 
 @main.command()
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Jobs run at once (threads).")
+@click.option("--concurrency", "-c", type=CONCURRENCY, help="Jobs run at once (threads).")
 @click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
 @click.option("--no-worker", is_flag=True, help="Only schedule (no jobs run on this node).")
 @click.option("--no-scheduler", is_flag=True, help="Only run jobs (never lead).")
@@ -263,7 +280,7 @@ def run(concurrency: int | None, queues: str | None, no_worker: bool, no_schedul
 @click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
 @click.option("--run-at", metavar="ISO8601", help="When to run (with a UTC offset).")
 @click.option("--in", "run_in", metavar="DURATION", help="Run after this long (30s, 10m, 2h).")
-@click.option("--priority", type=int, help="Lower runs first (default: the task's, else 0).")
+@click.option("--priority", type=PRIORITY, help="Lower runs first (default: the task's, else 0).")
 @click.option("--queue", help="Queue name.")
 @click.option("--unique-key", help="Do nothing if a queued or running job holds this key.")
 @common_options
@@ -280,6 +297,8 @@ def enqueue(task: str, args_json: str | None, kwargs_json: str | None, run_at: s
         delay = parse_duration(run_in, field="--in") if run_in else None
     except SpecError as exc:
         raise ConfigError(f"{exc.message}; got {run_in!r}", key="--in") from None
+    if delay is not None and delay.total_seconds() > MAX_SECONDS:
+        raise ConfigError(f"at most 100 years; got {run_in!r}", key="--in")
     app = load_app(**common)
     if task not in app.registry.tasks:
         if app.registry.tasks:
@@ -303,7 +322,7 @@ def _json_arg(text: str, flag: str, kind: type, what: str) -> Any:
 # -- jobs -------------------------------------------------------------------------------
 @main.group(invoke_without_command=True)
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "skipped"]), help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @click.option("--task", "task_name", help="Only jobs of this task.")
 @click.option("--schedule", "schedule_name", help="Only occurrences of this schedule.")
 @common_options
@@ -342,7 +361,7 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
     """Show every field of job JOB_ID."""
     app = load_app(**_merged(ctx, common))
     app.store.check_schema()
-    job = app.get_job(job_id)
+    job = app.get_job(_job_id(job_id))
     data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in job.__dict__.items()}
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -357,6 +376,13 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
         click.echo(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (list, dict)) else ('-' if v is None else v)}")
 
 
+def _job_id(job_id: int) -> int:
+    """A job id as given; a number outside the 64-bit range of ids names no job."""
+    if not -(2**63) <= job_id < 2**63:
+        raise JobNotFoundError(job_id)
+    return job_id
+
+
 def _job_action(action: str, done: str, doc: str) -> Callable[..., None]:
     @click.argument("job_id", type=int)
     @common_options
@@ -365,7 +391,7 @@ def _job_action(action: str, done: str, doc: str) -> Callable[..., None]:
     def command(ctx: click.Context, job_id: int, **common: Any) -> None:
         app = load_app(**_merged(ctx, common))
         app.store.check_schema()
-        job = getattr(app, action)(job_id)
+        job = getattr(app, action)(_job_id(job_id))
         click.echo(f"job {job.id} {done}")
 
     command.__doc__ = doc
@@ -378,7 +404,7 @@ jobs.command("cancel")(_job_action("cancel", "cancelled", "Cancel a queued job."
 
 # -- schedules --------------------------------------------------------------------------
 @main.group(invoke_without_command=True)
-@click.option("--next", "next_n", type=click.IntRange(min=1), default=3, show_default=True, help="How many next fire times to show.")
+@click.option("--next", "next_n", type=click.IntRange(1, 1000), default=3, show_default=True, help="How many next fire times to show.")
 @common_options
 @click.pass_context
 @handle_errors
@@ -395,10 +421,23 @@ def schedules(ctx: click.Context, next_n: int, **common: Any) -> None:
         return
     rows = []
     for s in infos:
-        state = "disabled" if not s.enabled else ("paused" if s.paused else "active")
+        if not s.enabled:
+            state = "disabled (not declared)" if s.disabled_reason == "not declared" else "disabled"
+        elif s.paused:
+            state = "paused"
+        else:
+            state = "error" if s.error is not None else "active"
         last = f"{fmt_time(s.last_run_at, s.tz)} {s.last_state or ''}".strip() if s.last_run_at else "-"
-        rows.append([s.name, s.task, s.description, s.tz, ", ".join(fmt_time(t, s.tz) for t in s.next_runs) or "-", last, state])
+        nxt = ", ".join(fmt_time(t, s.tz) for t in s.next_runs) or "-"
+        if s.error is not None and s.retry_at is not None:
+            nxt = f"retry {fmt_time(s.retry_at, s.tz)}"
+        rows.append([s.name, s.task, s.description, s.tz, nxt, last, state])
     click.echo(table(["NAME", "TASK", "WHEN", "TZ", "NEXT", "LAST", "STATE"], rows))
+    failing = [s for s in infos if s.error is not None]
+    if failing:
+        click.echo("")
+        for s in failing:  # the others keep firing; a changed definition or pause + resume clears it
+            click.echo(f"{s.name}: error since {fmt_time(s.error_since)}, retried at {fmt_time(s.retry_at)}: {s.error}")
 
 
 def _schedule_action(action: str) -> Callable[..., None]:
@@ -412,12 +451,13 @@ def _schedule_action(action: str) -> Callable[..., None]:
         if action == "trigger":
             job_id = app.trigger(name)
             click.echo(f"schedule {name} triggered: job {job_id}")
+        elif getattr(app, action)(name) is False:  # resume of a schedule that is not paused
+            click.echo(f"schedule {name} is not paused: nothing changed")
         else:
-            getattr(app, action)(name)
             click.echo(f"schedule {name} {action}d")
 
     command.__doc__ = {"pause": "Stop materializing NAME until resumed.",
-                       "resume": "Resume NAME from its next fire time (the paused period is not caught up).",
+                       "resume": "Resume NAME from its next fire time (the paused period is recorded as one skipped row).",
                        "trigger": "Run NAME now, outside its cadence (marked manual)."}[action]
     return command
 
@@ -428,35 +468,61 @@ for _action in ("pause", "resume", "trigger"):
 
 @main.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--no-import", "no_import", is_flag=True,
+              help="Import nothing (for CI on files you do not trust): task names and arguments are then not checked.")
 @common_options
 @handle_errors
-def validate(path: str | None, imports: Sequence[str], config: str | None, verbose: int, log_level: str | None,
-             database: str | None, app_path: str | None) -> None:
+def validate(path: str | None, no_import: bool, imports: Sequence[str], config: str | None, verbose: int,
+             log_level: str | None, database: str | None, app_path: str | None) -> None:
     """Check a schedules.yaml (default ./schedules.yaml) without touching the database.
+
+    Every problem is printed, one per line, as FILE:LINE: KEY: MESSAGE (exit status 2).
+
+    validate IMPORTS the modules named by the file's imports:, --import and --app, so their
+    code runs: that is how their tasks register and how task names and arguments are checked.
+    On a file you do not trust, pass --no-import: nothing is imported, task names and arguments
+    are not checked, everything else is.
 
     --database is accepted like on every command but not used."""
     database, imports, app_path, config, verbose, log_level = with_root_options(
         database, imports, app_path, config, verbose, log_level)
     path = path or config or DEFAULT_CONFIG
     setup_logging(verbose, log_level)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        import_modules(list(imports))
-    except ConfigError as exc:
-        raise ConfigError(exc.message, key="--import") from exc
-    cfg = read_config_file(path)
-    import_modules(cfg.imports, file=cfg.path, line=cfg.lines.get("imports"))
-    app = app_object(app_path)
-    defs = schedules_from_config(cfg, app.registry)
+    errors: list[ConfigError] = []
+    defs = []
     reg = Registry()
-    reg.tasks = dict(app.registry.tasks)
-    reg.schedules = {k: v for k, v in app.registry.schedules.items() if not v.source.startswith(cfg.path + ":")}
-    for d in defs:
-        reg.add_schedule(d)
+    try:
+        if not no_import:
+            # --app names a module: found in the working directory, never in place of the stdlib
+            allow_user_modules([app_path.partition(":")[0]] if app_path else [])
+            try:
+                import_modules(list(imports))
+            except ConfigError as exc:
+                raise ConfigError(exc.message, key="--import") from exc
+        cfg = read_config_file(path, errors=errors)
+        if not no_import:
+            import_modules(cfg.imports, file=cfg.path, line=cfg.lines.get("imports"))
+        app = app_object(None if no_import else app_path)
+        defs = schedules_from_config(cfg, app.registry, errors=errors, check_tasks=not no_import)
+        reg.tasks = dict(app.registry.tasks)
+        reg.schedules = {k: v for k, v in app.registry.schedules.items() if not v.source.startswith(cfg.path + ":")}
+        for d in defs:
+            try:
+                reg.add_schedule(d)
+            except ConfigError as exc:
+                errors.append(exc)
+    except ConfigError as exc:  # the file cannot be read or parsed, or a module not imported: stop here
+        errors.append(exc)
+    if errors:
+        problems = [e for exc in errors for e in getattr(exc, "errors", [exc])]
+        for e in problems:
+            click.echo(mask_url(str(e)).replace("\n", "\\n"), err=True)  # one problem per line
+        fail(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}", 2)
     click.echo(f"{path}: ok ({len(defs)} schedule(s), {len(reg.tasks)} task(s))")
     for d in reg.schedules.values():
         click.echo(f"  {d.name}: {d.task} {d.spec.describe()}")
+    if no_import:
+        click.echo("note: --no-import: no module was imported, so task names and arguments were not checked")
 
 
 @main.command()
@@ -476,6 +542,8 @@ def status(as_json: bool, **common: Any) -> None:
             "nodes": [{"id": n.id, "host": n.host, "pid": n.pid, "roles": n.roles, "registry": n.registry_hash,
                        "heartbeat_at": n.heartbeat_at.isoformat()} for n in st.nodes],
             "jobs": st.counts, "registries_differ": len(hashes) > 1,
+            "schedule_errors": [{"name": r.name, "error": r.error, "since": r.error_since and r.error_since.isoformat(),
+                                 "retry_at": r.next_run_at and r.next_run_at.isoformat()} for r in st.schedule_errors],
         }, indent=2))
         return
     if st.leader is None:
@@ -493,6 +561,11 @@ def status(as_json: bool, **common: Any) -> None:
         click.echo("warning: scheduler nodes run different task/schedule registries (see REGISTRY)")
     counts = ", ".join(f"{k} {st.counts.get(k, 0)}" for k in ("queued", "running", "succeeded", "failed", "cancelled", "skipped"))
     click.echo(f"jobs: {counts}")
+    if st.schedule_errors:
+        click.echo(f"schedules in error: {len(st.schedule_errors)} (the others keep firing; see linger-sched schedules)")
+        for r in st.schedule_errors:
+            first_line = (r.error or "").strip().splitlines()[0] if (r.error or "").strip() else ""
+            click.echo(f"  {r.name}: since {fmt_time(r.error_since)}, retried at {fmt_time(r.next_run_at)}: {first_line[:200]}")
 
 
 if __name__ == "__main__":  # pragma: no cover

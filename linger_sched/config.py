@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
@@ -9,8 +10,12 @@ from typing import Any, Mapping
 from .errors import ConfigError
 from .registry import FileConfig
 from .specs import parse_duration
+from .store.tables import check_table_prefix
 
 DEFAULT_DATABASE_URL = "sqlite:///linger.db"
+# every duration and the clock offset: a larger one cannot be added to a date or waited on
+MAX_SECONDS = 100 * 365 * 86400.0
+MAX_CONCURRENCY = 10_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,12 @@ class Settings:
     misfire_threshold: float | None = None  # None: lease_ttl + 2 ticks
     keep_finished: float | None = 7 * 86400.0  # succeeded/cancelled rows are pruned after this
     clock_offset: float = 0.0  # simulate a node whose clock is off (tests, demos)
+    # create missing tables when the app first uses its store; None: on SQLite only (the
+    # embedded default just works), a server database needs `linger-sched db init`
+    auto_install: bool | None = None
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 # environment variable -> (field, parser)
@@ -70,17 +81,18 @@ def _coerce(name: str, kind: Any, raw: Any, where: str) -> Any:
                 value = float(raw)
             else:
                 value = parse_duration(str(raw), field=where).total_seconds()
-            return value
-        if kind is int:
+        elif kind is int:
             value = int(raw)
             if value < 1:
                 raise ValueError("must be >= 1")
-            return value
-        return kind(raw)
+        else:
+            value = kind(raw)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid value {raw!r}: {exc}", key=where) from exc
+    check_value(name, value, where)
+    return value
 
 
 def resolve(
@@ -110,20 +122,44 @@ def resolve(
     for k, v in (cli or {}).items():
         if v is not None:
             values[k] = parse_queues(v, "--queues") if k == "queues" else v
-    settings = replace(Settings(), **values)
-    check(settings)
-    return settings
+    return replace(Settings(), **values)  # checked by Settings itself
+
+
+_POSITIVE = ("poll_interval", "tick_interval", "lease_ttl", "renew_interval", "job_lease_ttl", "rescue_interval")
+_SECONDS = (*_POSITIVE, "shutdown_grace", "misfire_threshold", "keep_finished")
+
+
+def check_value(name: str, value: Any, where: str | None = None) -> None:
+    """Raise :class:`ConfigError` (keyed ``where``, default ``name``) unless ``value`` is in
+    range for setting ``name``: no value may overflow a date, a wait or a database column."""
+    key = where or name
+    if name == "table_prefix":
+        try:
+            check_table_prefix(value)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, key=key) from None
+    elif name == "concurrency":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CONCURRENCY:
+            raise ConfigError(f"must be an integer from 1 to {MAX_CONCURRENCY}, got {value!r}", key=key)
+    elif name in _SECONDS or name == "clock_offset":
+        if value is None and name in ("misfire_threshold", "keep_finished"):
+            return
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"must be a finite number of seconds, got {value!r}", key=key)
+        if abs(value) > MAX_SECONDS:
+            raise ConfigError(f"must be within 100 years ({MAX_SECONDS:.0f} seconds), got {value:g}", key=key)
+        if name in _POSITIVE and value <= 0:
+            raise ConfigError(f"must be > 0, got {value}", key=key)
+        if name != "clock_offset" and value < 0:
+            raise ConfigError(f"must not be negative, got {value}", key=key)
+    elif name == "auto_install" and value is not None and not isinstance(value, bool):
+        raise ConfigError(f"must be true, false or None, got {value!r}", key=key)
 
 
 def check(s: Settings) -> None:
-    if s.concurrency < 1:
-        raise ConfigError(f"must be >= 1, got {s.concurrency}", key="concurrency")
+    for f in fields(s):
+        check_value(f.name, getattr(s, f.name))
     if s.renew_interval >= s.lease_ttl:
         raise ConfigError(
             f"renew_interval ({s.renew_interval:g}s) must be shorter than lease_ttl ({s.lease_ttl:g}s)", key="renew_interval"
         )
-    for name in ("poll_interval", "tick_interval", "lease_ttl", "job_lease_ttl", "rescue_interval"):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"must be > 0, got {getattr(s, name)}", key=name)
-    if not s.table_prefix.replace("_", "").isalnum():
-        raise ConfigError(f"table_prefix may hold letters, digits and '_' only, got {s.table_prefix!r}", key="table_prefix")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import threading
 from typing import Any, Callable, Sequence, Unpack, cast
@@ -24,13 +25,25 @@ from .tables import UTCDateTime
 MYSQL_NAMES = ("mysql", "mariadb")
 log = logging.getLogger(__name__)
 
+# scheme://user:password@ -- the password runs to the last "@" before the next blank, so a
+# password holding ":" or "@" is masked whole, whether or not the rest of the URL parses
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):[^\s]*@")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``
+    (``postgresql://app:***@db/prod``). Works on any text: an error message, a URL that does
+    not parse. Every message that may hold a database URL goes through it."""
+    return _URL_PASSWORD.sub(r"\1:***@", str(text))
+
 
 def normalize_url(url: str) -> sa.URL:
     """Pick the drivers linger-sched installs when the URL names none."""
     try:
         u = make_url(url)
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError
-        raise ConfigError(f"not a database URL: {url!r} ({exc})", key="database") from exc
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:  # ValueError: e.g. a port that is not a number
+        # not chained: the driver's message repeats the URL, password included
+        raise ConfigError(mask_url(f"not a database URL: {url!r} ({exc})"), key="database") from None
     backend, _, driver = u.drivername.partition("+")
     if backend in ("postgres", "postgresql") and not driver:
         u = u.set(drivername="postgresql+psycopg")
@@ -41,7 +54,7 @@ def normalize_url(url: str) -> sa.URL:
             u = u.set(drivername=f"{backend}+pymysql")
     elif backend not in ("sqlite", "postgresql", *MYSQL_NAMES):
         raise ConfigError(
-            f"unsupported database {backend!r} in {url!r}: use sqlite:///, postgresql:// or mysql:// (mariadb://)",
+            mask_url(f"unsupported database {backend!r} in {url!r}: use sqlite:///, postgresql:// or mysql:// (mariadb://)"),
             key="database",
         )
     if backend == "sqlite" and u.database in (None, "", ":memory:"):
@@ -66,6 +79,17 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
         engine = sa.create_engine(
             u, echo=echo, connect_args={"check_same_thread": False, "timeout": 30.0}, pool_size=8, max_overflow=8
         )
+        path = u.database if not u.query.get("uri") else None
+
+        @event.listens_for(engine, "do_connect")
+        def _sqlite_private_file(*_args: Any) -> None:
+            # sqlite3 creates a missing file with mode 0644 (under the usual umask), and its
+            # -wal and -shm files with the mode of the main file: create it 0600 first
+            if path and not os.path.exists(path):
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                except OSError:
+                    pass  # created by a peer meanwhile, or no such directory: sqlite3 says so
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -317,14 +341,16 @@ class Dialect:
                 fairy.detach()  # ours alone: never handed back to the pool
                 conn.rollback()  # the pool's pre-ping may have opened a transaction
                 conn.autocommit = True
-                conn.execute(f'LISTEN "{channel}"')
+                from psycopg import sql
+
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 on_notify()  # anything enqueued while we were not listening
                 delay = 0.5
                 while not stop.is_set():
                     for _ in conn.notifies(timeout=0.5):
                         on_notify()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause
-                log.warning("LISTEN on %s failed (%s); retrying in %.1fs", channel, exc, delay)
+                log.warning("LISTEN on %s failed (%s); retrying in %.1fs", channel, mask_url(str(exc)), delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 10.0)
             finally:
@@ -354,7 +380,7 @@ class Dialect:
                         last = version
                         on_change()
                 except sqlite3.Error as exc:
-                    log.warning("watching %s failed: %s", path, exc)
+                    log.warning("watching %s failed: %s", path, mask_url(str(exc)))
                     conn = None
                     stop.wait(1.0)
                 stop.wait(every)
@@ -363,6 +389,25 @@ class Dialect:
                 conn.close()
 
     # -- errors -------------------------------------------------------------------------
+    def is_undefined_table(self, exc: BaseException) -> bool:
+        """The statement names a table that does not exist (the schema was never installed)."""
+        orig = getattr(exc, "orig", exc)
+        if self.is_sqlite:
+            return "no such table" in str(orig)
+        if self.is_postgres:
+            return getattr(orig, "sqlstate", None) == "42P01"
+        return bool(getattr(orig, "args", None)) and orig.args[0] == 1146
+
+    def is_undefined_column(self, exc: BaseException) -> bool:
+        """The statement names a column that an older schema lacks."""
+        orig = getattr(exc, "orig", exc)
+        if self.is_sqlite:
+            text = str(orig)
+            return "no such column" in text or "has no column named" in text
+        if self.is_postgres:
+            return getattr(orig, "sqlstate", None) == "42703"
+        return bool(getattr(orig, "args", None)) and orig.args[0] == 1054
+
     def is_retryable(self, exc: BaseException) -> bool:
         """Deadlocks, lock timeouts and serialization failures: the transaction may be retried."""
         orig = getattr(exc, "orig", exc)

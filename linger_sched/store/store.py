@@ -16,13 +16,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import sqlalchemy as sa
 
-from ..errors import JobNotFoundError, JobStateError, SchemaError, StoreError
-from .dialect import Dialect, create_engine
-from .tables import SCHEMA_VERSION, UTCDateTime, build_metadata
+from ..errors import JobArgumentsError, JobNotFoundError, JobStateError, SchemaError, StoreError
+from .dialect import Dialect, create_engine, mask_url
+from .tables import SCHEMA_VERSION, UTCDateTime, build_metadata, check_table_prefix
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,8 +94,46 @@ def encode_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) 
 
 
 def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
-    payload = json.loads(text) if text else {}
-    return list(payload.get("args", ())), dict(payload.get("kwargs", {}))
+    """``(args, kwargs)`` of a stored ``args`` column; :class:`JobArgumentsError` when the
+    stored text is not what :func:`encode_args` writes (a row written by hand, say)."""
+    try:
+        payload = json.loads(text) if text else {}
+        args, kwargs = payload.get("args", []), payload.get("kwargs", {})
+        if isinstance(args, list) and isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs):
+            return list(args), dict(kwargs)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        pass
+    shown = text[:200] + "..." if isinstance(text, str) and len(text) > 200 else text
+    raise JobArgumentsError(f"stored arguments are not a JSON object with 'args' (a list) and 'kwargs' (an object): {shown!r}")
+
+
+def claim_order(job: Claimed) -> tuple[int, float, int]:
+    """(priority, run_at, id): the claim order, tolerant of a malformed row (a text priority
+    stored by hand on SQLite) so that such a row is failed by the worker, not compared."""
+    pri = job.priority if isinstance(job.priority, int) and not isinstance(job.priority, bool) else 0
+    at = job.run_at.timestamp() if isinstance(job.run_at, datetime) else 0.0
+    return (pri, at, job.id)
+
+
+# Stored text (last_error, reasons) is cut to this many bytes of UTF-8: a task may raise an
+# exception of any size, and no database may refuse to store its outcome.
+TEXT_CAP = 32 * 1024
+_TRUNCATED = "\n[... {} bytes truncated ...]\n"
+
+
+def clean_text(text: object, cap: int = TEXT_CAP) -> str:
+    """``text`` as every supported database stores it: NUL characters removed, valid UTF-8
+    (lone surrogates replaced by ``?``), at most ``cap`` bytes — the head and the tail of a
+    longer text (a traceback's last line is its message) around a truncation marker."""
+    s = text if isinstance(text, str) else str(text)
+    if len(s) <= cap // 4 and s.isascii() and "\x00" not in s:
+        return s  # the common case: nothing to do
+    data = s.replace("\x00", "").encode("utf-8", "replace")
+    if len(data) <= cap:
+        return data.decode("utf-8")
+    keep = max(0, (cap - 64) // 2)
+    marker = _TRUNCATED.format(len(data) - 2 * keep)
+    return data[:keep].decode("utf-8", "ignore") + marker + data[len(data) - keep:].decode("utf-8", "ignore")
 
 
 class JobStore:
@@ -103,11 +141,13 @@ class JobStore:
 
     def __init__(self, url: str, *, table_prefix: str = "linger_", engine: sa.Engine | None = None) -> None:
         self.url = url
-        self.prefix = table_prefix
+        # validated before anything connects: the prefix is part of every table, index and
+        # NOTIFY channel name
+        self.prefix = check_table_prefix(table_prefix)
         self.engine = engine if engine is not None else create_engine(url)
         self.dialect = Dialect(self.engine)
         self.metadata, self.t = build_metadata(table_prefix)
-        self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL)
+        self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL), quoted by the dialect
         self._db_now: dict[float, sa.ColumnElement[Any]] = {}
         j = self.t.jobs
         self._claim_cols = (
@@ -126,6 +166,11 @@ class JobStore:
 
         return sa.bindparam(None, now + timedelta(seconds=plus) if plus else now, UTCDateTime())
 
+    @property
+    def display_url(self) -> str:
+        """The database URL as messages show it (password masked)."""
+        return mask_url(self.engine.url.render_as_string(hide_password=True))
+
     def _tx(self, fn: Callable[[sa.Connection], T], *, retries: int = 8) -> T:
         delay = 0.01
         for attempt in range(retries):
@@ -137,13 +182,35 @@ class JobStore:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.5)
                     continue
-                raise StoreError(f"{self.dialect.name} error: {exc.orig}") from exc
+                detail = mask_url(str(exc.orig))
+                if self.dialect.is_undefined_table(exc):
+                    raise SchemaError(
+                        f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url} "
+                        f"({detail}); run `linger-sched db init` (or app.install_schema())"
+                    ) from exc
+                if self.dialect.is_undefined_column(exc):
+                    raise SchemaError(
+                        f"the linger-sched tables in {self.display_url} are older than this version ({detail}); "
+                        "run `linger-sched db upgrade`"
+                    ) from exc
+                raise StoreError(f"{self.dialect.name} error: {detail}") from exc
             except sa.exc.SQLAlchemyError as exc:
-                raise StoreError(f"{self.dialect.name} error: {exc}") from exc
+                raise StoreError(f"{self.dialect.name} error: {mask_url(str(exc))}") from exc
+            except OverflowError as exc:  # sqlite3: a Python int beyond 64 bits
+                raise StoreError(f"{self.dialect.name} error: value out of range: {exc}") from exc
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (raised by a method of this store) may pass if the same call is
+        retried later: a lost connection, a lock timeout, a deadlock. A value the database
+        refuses (too long, invalid) is not: retrying the same write cannot succeed."""
+        cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+        if cause is None or not isinstance(cause, sa.exc.DBAPIError):
+            return False
+        return self.dialect.is_retryable(cause) or self.dialect.is_disconnect(cause)
 
     def listen(self, on_notify: Callable[[], None], stop: threading.Event) -> bool:
         """Block, calling ``on_notify`` whenever jobs are enqueued by any process, until
@@ -180,7 +247,7 @@ class JobStore:
             if not sa.inspect(self.engine).has_table(self.t.meta.name):
                 return None
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"{self.dialect.name} error: {getattr(exc, 'orig', exc)}") from exc
+            raise StoreError(f"{self.dialect.name} error: {mask_url(str(getattr(exc, 'orig', exc)))}") from exc
         row = self._tx(lambda c: c.execute(sa.select(self.t.meta.c.value).where(self.t.meta.c.key == "schema_version")).first())
         return int(row[0]) if row else None
 
@@ -202,15 +269,35 @@ class JobStore:
 
     def _add_missing(self, conn: sa.Connection) -> None:
         """Additive migrations: every column and index of the current tables that an older
-        install lacks is added (new columns must be nullable or have a server default)."""
+        install lacks is added, and on MySQL/MariaDB a TEXT column that is LONGTEXT now is
+        widened. A new column must be nullable or have a server default, since the table may
+        hold rows: one that is neither raises :class:`SchemaError` before anything changes."""
         insp = sa.inspect(conn)
+        quote = conn.dialect.identifier_preparer.quote
+        missing: list[tuple[sa.Table, sa.Column[Any]]] = []
+        widen: list[tuple[sa.Table, sa.Column[Any]]] = []
         for table in self.metadata.sorted_tables:
-            have_cols = {c["name"] for c in insp.get_columns(table.name)}
+            have = {c["name"]: c for c in insp.get_columns(table.name)}
             for col in table.columns:
-                if col.name not in have_cols:
-                    ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {conn.dialect.identifier_preparer.quote(table.name)} ADD COLUMN {ddl}")
-                    log.info("schema upgrade: added column %s.%s", table.name, col.name)
+                if col.name not in have:
+                    if not col.nullable and col.server_default is None and col.computed is None:
+                        raise SchemaError(
+                            f"cannot add column {table.name}.{col.name} to an existing table: it is NOT NULL "
+                            "without a server default (a bug in this linger-sched version: give the column a "
+                            "server_default or make it nullable)"
+                        )
+                    missing.append((table, col))
+                elif self.dialect.is_mysql and self._narrower_text(have[col.name]["type"], col, conn.dialect):
+                    widen.append((table, col))
+        for table, col in missing:
+            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {ddl}")
+            log.info("schema upgrade: added column %s.%s", table.name, col.name)
+        for table, col in widen:
+            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} MODIFY COLUMN {ddl}")
+            log.info("schema upgrade: widened column %s.%s", table.name, col.name)
+        for table in self.metadata.sorted_tables:
             have_ix = {ix["name"] for ix in insp.get_indexes(table.name)}
             have_ix |= {uc["name"] for uc in insp.get_unique_constraints(table.name)}
             for ix in table.indexes:
@@ -218,11 +305,20 @@ class JobStore:
                     ix.create(conn)
                     log.info("schema upgrade: added index %s", ix.name)
 
+    @staticmethod
+    def _narrower_text(have: Any, col: sa.Column[Any], dialect: sa.Dialect) -> bool:
+        """MySQL/MariaDB: the installed column is TINYTEXT/TEXT/MEDIUMTEXT where the table
+        definition says LONGTEXT."""
+        from sqlalchemy.dialects import mysql
+
+        want = col.type.dialect_impl(dialect)
+        return isinstance(want, mysql.LONGTEXT) and isinstance(have, sa.Text) and not isinstance(have, mysql.LONGTEXT)
+
     def check_schema(self) -> None:
         version = self.schema_version()
         if version is None:
             raise SchemaError(
-                f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.engine.url.render_as_string(hide_password=True)}; "
+                f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url}; "
                 "run `linger-sched db init`"
             )
         if version != SCHEMA_VERSION:
@@ -340,7 +436,7 @@ class JobStore:
             cols = (*self._claim_cols, sa.type_coerce(self._now(now), UTCDateTime()).label("claimed_at"))
             rows = self.dialect.claim(conn, j, where, (j.c.priority, j.c.run_at, j.c.id), limit, values, cols)
             out = [Claimed(*r) for r in rows]
-            out.sort(key=lambda c: (c.priority, c.run_at, c.id))
+            out.sort(key=claim_order)
             return out
 
         return self._tx(run)
@@ -388,26 +484,37 @@ class JobStore:
         succeeded: Sequence[int] = (),
         failed: Sequence[tuple[int, str, float | None]] = (),
         now: datetime | None = None,
+        *,
+        attempts: Mapping[int, int] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Record outcomes of jobs ``node`` still holds, in one transaction.
 
         ``succeeded``: ids that become ``succeeded``. ``failed``: ``(id, error, retry_in)``;
         with ``retry_in`` seconds the job goes back to ``queued`` at ``now + retry_in``,
-        with None it becomes ``failed`` (terminal). A job no longer locked by ``node``
-        (rescued after its lease expired) is left alone. Returns the ids that were not
-        recorded for that reason: (succeeded, failed).
+        with None it becomes ``failed`` (terminal); ``error`` is stored through
+        :func:`clean_text`. A job no longer locked by ``node`` (rescued after its lease
+        expired), or, with ``attempts`` (id -> attempt), no longer at that attempt, is left
+        alone. Returns the ids that were not recorded for that reason: (succeeded, failed).
         """
         j = self.t.jobs
         mine = (j.c.state == "running", j.c.locked_by == node)
+
+        def same_attempt(job_id: int) -> tuple[sa.ColumnElement[bool], ...]:
+            if attempts is None or job_id not in attempts:
+                return ()
+            return (j.c.attempts == attempts[job_id],)
 
         def run(conn: sa.Connection) -> tuple[list[int], list[int]]:
             lost_ok: list[int] = []
             lost_failed: list[int] = []
             if succeeded:
                 ids = list(succeeded)
+                which: list[sa.ColumnElement[bool]] = [j.c.id.in_(ids)]  # the primary key finds the rows
+                if attempts is not None and all(i in attempts for i in ids):
+                    which.append(sa.tuple_(j.c.id, j.c.attempts).in_([(i, attempts[i]) for i in ids]))
                 n = conn.execute(
                     sa.update(j)
-                    .where(j.c.id.in_(ids), *mine)
+                    .where(*which, *mine)
                     .values(state="succeeded", finished_at=self._now(now), locked_by=None, locked_until=None)
                 ).rowcount
                 if n != len(ids):
@@ -418,8 +525,8 @@ class JobStore:
                     v: dict[str, Any] = {"state": "failed", "finished_at": self._now(now)}
                 else:
                     v = {"state": "queued", "run_at": self._now(now, retry_in)}
-                v.update(locked_by=None, locked_until=None, last_error=error)
-                if conn.execute(sa.update(j).where(j.c.id == job_id, *mine).values(v)).rowcount != 1:
+                v.update(locked_by=None, locked_until=None, last_error=clean_text(error))
+                if conn.execute(sa.update(j).where(j.c.id == job_id, *mine, *same_attempt(job_id)).values(v)).rowcount != 1:
                     lost_failed.append(job_id)
             return lost_ok, lost_failed
 
@@ -439,7 +546,7 @@ class JobStore:
             locked_until=None,
             run_at=self._now(now),
             attempts=sa.case((j.c.attempts > 0, j.c.attempts - 1), else_=0),
-            last_error=sa.literal(f"handed back: node {node} shut down before the job finished"),
+            last_error=sa.literal(clean_text(f"handed back: node {node} shut down before the job finished")),
         )
 
         def run(conn: sa.Connection) -> int:
@@ -471,7 +578,7 @@ class JobStore:
                     "state": state,
                     "locked_by": None,
                     "locked_until": None,
-                    "last_error": f"lease expired: node {holder} stopped heartbeating during attempt {attempts}",
+                    "last_error": clean_text(f"lease expired: node {holder} stopped heartbeating during attempt {attempts}"),
                 }
                 if last:
                     v["finished_at"] = self._now(now)
@@ -488,7 +595,10 @@ class JobStore:
     # -- jobs: inspection and operator actions ------------------------------------------
     def _job(self, row: sa.Row[Any]) -> Job:
         m = row._mapping
-        args, kwargs = decode_args(m["args"])
+        try:
+            args, kwargs = decode_args(m["args"])
+        except JobArgumentsError:  # a row written by hand: show what is stored, as it is
+            args, kwargs = [m["args"]], {}
         return Job(
             id=m["id"], task=m["task"], args=args, kwargs=kwargs, queue=m["queue"], priority=m["priority"],
             state=m["state"], run_at=m["run_at"], attempts=m["attempts"], max_attempts=m["max_attempts"],
@@ -499,6 +609,8 @@ class JobStore:
         )
 
     def get_job(self, job_id: int) -> Job:
+        if self._impossible_id(job_id):
+            raise JobNotFoundError(job_id)
         j = self.t.jobs
         row = self._tx(lambda c: c.execute(sa.select(j).where(j.c.id == job_id)).first())
         if row is None:
@@ -535,28 +647,68 @@ class JobStore:
         stmt = sa.select(j.c.state, sa.func.count()).group_by(j.c.state)
         return {s: n for s, n in self._tx(lambda c: list(c.execute(stmt)))}
 
+    @staticmethod
+    def _impossible_id(job_id: int) -> bool:
+        """Ids are 64-bit: a larger number names no job (and no driver can bind it)."""
+        return not -(2**63) <= job_id < 2**63
+
     def retry_job(self, job_id: int, now: datetime | None = None) -> Job:
         """A ``failed``, ``cancelled`` or ``skipped`` job goes back to ``queued``, due now,
-        with a fresh set of attempts."""
+        with a fresh set of attempts.
+
+        Raises :class:`JobNotFoundError` for an unknown id, and :class:`JobStateError` for a
+        job in another state or one whose ``unique_key`` another queued or running job holds
+        now (the message names the key and that job); the row is then left unchanged."""
+        if self._impossible_id(job_id):
+            raise JobNotFoundError(job_id)
         j = self.t.jobs
 
-        def run(conn: sa.Connection) -> None:
-            row = conn.execute(sa.select(j.c.state).where(j.c.id == job_id)).first()
-            if row is None:
-                raise JobNotFoundError(job_id)
-            if row[0] not in ("failed", "cancelled", "skipped"):
-                raise JobStateError(f"job {job_id} is {row[0]}; only failed, cancelled or skipped jobs can be retried")
-            conn.execute(
-                sa.update(j).where(j.c.id == job_id, j.c.state == row[0]).values(
-                    state="queued", attempts=0, run_at=self._now(now), finished_at=None, locked_by=None, locked_until=None
-                )
+        def holder_of(conn: sa.Connection, key: str) -> int | None:
+            got = conn.execute(sa.select(j.c.id).where(j.c.active_key == key, j.c.id != job_id).limit(1)).first()
+            return None if got is None else int(got[0])
+
+        def key_held(key: str, holder: int | None) -> JobStateError:
+            by = f"job {holder}" if holder is not None else "another job"
+            return JobStateError(
+                f"job {job_id} cannot be retried: its unique_key {key!r} is held by {by}, which is queued or running"
             )
 
-        self._tx(run)
+        class Raced(Exception):
+            """A job with the key was enqueued between the check and the update."""
+
+        def run(conn: sa.Connection) -> None:
+            row = conn.execute(sa.select(j.c.state, j.c.unique_key).where(j.c.id == job_id)).first()
+            if row is None:
+                raise JobNotFoundError(job_id)
+            state, key = row
+            if state not in ("failed", "cancelled", "skipped"):
+                raise JobStateError(f"job {job_id} is {state}; only failed, cancelled or skipped jobs can be retried")
+            if key is not None:
+                holder = holder_of(conn, key)
+                if holder is not None:
+                    raise key_held(key, holder)
+            try:
+                conn.execute(
+                    sa.update(j).where(j.c.id == job_id, j.c.state == state).values(
+                        state="queued", attempts=0, run_at=self._now(now), finished_at=None, locked_by=None, locked_until=None
+                    )
+                )
+            except sa.exc.IntegrityError as exc:
+                if key is None:
+                    raise
+                raise Raced(key) from exc  # rolls the transaction back
+
+        try:
+            self._tx(run)
+        except Raced as exc:
+            key = str(exc.args[0])
+            raise key_held(key, self._tx(lambda c: holder_of(c, key))) from None
         return self.get_job(job_id)
 
     def cancel_job(self, job_id: int, now: datetime | None = None) -> Job:
         """A ``queued`` job becomes ``cancelled``. A running job cannot be cancelled."""
+        if self._impossible_id(job_id):
+            raise JobNotFoundError(job_id)
         j = self.t.jobs
 
         def run(conn: sa.Connection) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import Cli, parse_table, tables
-from linger_sched.store import Store
+from linger_sched.store import SCHEMA_VERSION, Store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -398,12 +398,12 @@ def test_db_init_twice_and_upgrade(cli: Cli, empty_db: Store) -> None:
     assert empty_db.schema_version() is None
     r = cli.run("db", "init")
     assert r.code == 0, r
-    assert empty_db.schema_version() == 1
+    assert empty_db.schema_version() == SCHEMA_VERSION
     assert {f"{empty_db.prefix}{t}" for t in ("jobs", "schedules", "leases", "nodes")} <= set(tables(empty_db))
     r = cli.invoke("db", "init")
     assert r.code == 0, r
     r = cli.invoke("db", "upgrade")
-    assert r.code == 0 and "1 -> 1" in r.out, r
+    assert r.code == 0 and f"{SCHEMA_VERSION} -> {SCHEMA_VERSION}" in r.out, r
     assert cli.invoke("jobs").code == 0
 
 

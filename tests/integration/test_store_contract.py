@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from linger_sched.errors import JobNotFoundError, JobStateError
-from linger_sched.store import Occurrence, Plan, Store, encode_args
+from linger_sched.store import SCHEMA_VERSION, Occurrence, Plan, Store, encode_args
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -22,7 +22,7 @@ def job(task: str = "t", **kw: object) -> dict:
 
 def test_install_schema_is_idempotent_and_versioned(store: Store) -> None:
     store.install_schema()
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION
     store.check_schema()
 
 
