@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, ParamSpec, TypeVar, overload
 
 __version__ = "0.1.0"
 
-from .app import Linger, ScheduleInfo, Status, Task, default_app  # noqa: E402
+from .app import JobOptions, Linger, ScheduleInfo, Status, Task, default_app  # noqa: E402
+from .app import _TaskDecorator  # noqa: E402
 from .clock import Clock, FakeClock  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, JobArgumentsError, JobNotFoundError, JobStateError, LingerError, NaiveDatetimeError,
-    ScheduleNotFoundError, SchemaError, SpecError, StoreError, UnknownTaskError,
+    ConfigError, ConfigErrors, JobArgumentsError, JobNotFoundError, JobOptionError, JobStateError, LingerError,
+    NaiveDatetimeError, ScheduleNotFoundError, SchemaError, SpecError, StoreError, UnknownTaskError,
 )
 from .store import Job  # noqa: E402
 from .worker import JobContext, current_job  # noqa: E402
+
+_C = TypeVar("_C", bound=type)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@overload
+def task(fn: _C) -> _C: ...  # type: ignore[overload-overlap]
+@overload
+def task(fn: Callable[_P, _R]) -> Task[_P, _R]: ...
+@overload
+def task(fn: None = None, **options: Any) -> _TaskDecorator: ...
 
 
 def task(fn: Any = None, **options: Any) -> Any:
@@ -27,7 +40,8 @@ def enqueue(task: Any, *args: Any, **kwargs: Any) -> int:
 
 
 __all__ = [
-    "Clock", "ConfigError", "FakeClock", "Job", "JobArgumentsError", "JobContext", "JobNotFoundError",
+    "Clock", "ConfigError", "ConfigErrors", "FakeClock", "Job", "JobArgumentsError", "JobContext", "JobNotFoundError",
+    "JobOptionError", "JobOptions",
     "JobStateError", "Linger", "LingerError", "NaiveDatetimeError", "ScheduleInfo", "ScheduleNotFoundError",
     "SchemaError", "SpecError", "Status", "StoreError", "Task", "UnknownTaskError", "current_job",
     "default_app", "enqueue", "task", "__version__",

@@ -10,31 +10,40 @@ import os
 import secrets
 import signal
 import socket
+import sys
+import math
 import threading
+import warnings
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Sequence, TypeVar, cast, overload
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Generic, Iterable, ParamSpec, Protocol, Sequence, TypeVar, cast, overload
 
-from . import __version__
 from .clock import Clock
 from .config import Settings, resolve
-from .errors import ConfigError, JobArgumentsError, LingerError, NaiveDatetimeError
+from .errors import ConfigError, JobArgumentsError, JobOptionError, LingerError, NaiveDatetimeError, SpecError
 from .registry import (
-    FileConfig, Registry, ScheduleDef, TaskDef, build_schedule, describe_callable, import_modules,
-    read_config_file, schedules_from_config, seconds, task_name_of,
+    INT32, MAX_QUEUE_LEN, MAX_TASK_NAME_LEN, MAX_UNIQUE_KEY_LEN, FileConfig, Registry, ScheduleDef, TaskDef,
+    build_schedule, check_int, check_name, describe_callable, import_modules, read_config_file,
+    schedules_from_config, seconds, task_name_of,
 )
 from .scheduler import Scheduler, SchedulerSettings, spec_from_row
 from .specs import parse_duration
 from .store import Job, Store, encode_args
+from .node import Node
 from .worker import Worker, WorkerSettings
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _SCHEDULE_OPTIONS = ("misfire", "misfire_grace", "max_catch_up", "overlap", "enabled", "args", "kwargs", "anchor")
+JOB_OPTIONS = ("run_at", "delay", "priority", "queue", "unique_key", "max_attempts")
+MAX_DELAY = timedelta(days=36525)  # 100 years: a later run_at is a mistake, not a plan
 
 
-class Task:
+class Task(Generic[P, R]):
     """A registered function: still callable directly, plus ``.enqueue()``."""
 
     def __init__(self, app: "Linger", definition: TaskDef) -> None:
@@ -43,18 +52,51 @@ class Task:
         self.name = definition.name
         functools.update_wrapper(self, definition.func)  # type: ignore[arg-type]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.definition.func(*args, **kwargs)
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return cast(R, self.definition.func(*args, **kwargs))
 
     def enqueue(self, *args: Any, **kwargs: Any) -> int:
-        """Queue a call of this task; takes ``run_at``/``delay``/``priority``/``queue``/``unique_key``."""
-        return self.app.enqueue(self.name, *args, **kwargs)
+        """Queue a call of this task; returns the job id. The job options ``run_at, delay,
+        priority, queue, unique_key, max_attempts`` may be mixed with the task's keyword
+        arguments; when the task itself has a parameter of such a name the call is ambiguous
+        and refused: use :meth:`options` then."""
+        return self.app.enqueue(self, *args, **kwargs)
+
+    def options(self, **options: Any) -> "JobOptions":
+        """Job options apart from the task's arguments, e.g.
+        ``notify.options(queue="email").enqueue(user_id, queue="sms")`` (the second ``queue``
+        is the task's own parameter)."""
+        return self.app.with_options(self, **options)
 
     def enqueue_many(self, items: Iterable[Any], **options: Any) -> list[int]:
-        return self.app.enqueue_many(self.name, items, **options)
+        return self.app.enqueue_many(self, items, **options)
 
     def __repr__(self) -> str:
         return f"<linger task {self.name}>"
+
+
+class JobOptions:
+    """A task bound to job options: every keyword of :meth:`enqueue` is the task's own."""
+
+    def __init__(self, app: "Linger", task: Any, options: dict[str, Any]) -> None:
+        unknown = set(options) - set(JOB_OPTIONS)
+        if unknown:
+            raise JobOptionError(f"unknown job option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(JOB_OPTIONS)})")
+        self.app, self.task, self.job_options = app, task, options
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> int:
+        row = self.app._row(self.task, args, kwargs, self.job_options, options_apart=True)
+        return self.app._insert([row])[0]
+
+    def enqueue_many(self, items: Iterable[Any]) -> list[int]:
+        return self.app.enqueue_many(self.task, items, **self.job_options)
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: C) -> C: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,11 @@ class ScheduleInfo:
     last_state: str | None
     paused: bool
     enabled: bool
+    # in error: the tick cannot plan or write it (see docs/schedules.md); retried at retry_at
+    error: str | None = None
+    error_since: datetime | None = None
+    retry_at: datetime | None = None
+    disabled_reason: str | None = None  # "not declared" (no live node declares it) or "enabled: false"
 
 
 @dataclass(frozen=True)
@@ -77,14 +124,84 @@ class Status:
     nodes: list[Any]
     counts: dict[str, int]
     db_now: datetime
+    schedule_errors: Sequence[Any] = ()  # the schedules in error (store rows: name, error, error_since, ...)
 
 
 def _aware(value: datetime, what: str) -> datetime:
     if not isinstance(value, datetime):
-        raise JobArgumentsError(f"{what} must be a datetime, got {type(value).__name__}")
+        raise JobOptionError(f"{what} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise NaiveDatetimeError(what, value)
-    return value
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise JobOptionError(f"{what} {value!r} is out of range") from None
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_level() -> int:
+    """``warnings.warn`` stacklevel of the first frame outside this package (the user's line)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
+
+
+def _config_checked(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc), key=str(args[1])) from None
+
+
+def _refuse_ambiguous(definition: TaskDef, options: dict[str, Any]) -> None:
+    """A job option given where the task has a parameter of the same name: never guess."""
+    clash = [k for k in JOB_OPTIONS if options.get(k) is not None and definition.has_parameter(k)]
+    if clash:
+        k = clash[0]
+        raise JobOptionError(
+            f"task {definition.name} has a parameter named {k!r}, so enqueue(..., {k}=...) is ambiguous; "
+            f"pass job options apart from the task's arguments: task.options({k}=...).enqueue(...) "
+            f"(or app.with_options(task, {k}=...).enqueue(...)), where every keyword of enqueue() is the task's"
+        )
+
+
+def _construct(definition: TaskDef, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """A class job's instance from its constructor's arguments (checked first)."""
+    definition.check_arguments(args, kwargs)
+    return definition.func(*args, **kwargs)
+
+
+def _delay_seconds(delay: Any) -> float:
+    """``delay`` (seconds, a timedelta or a duration such as ``"10m"``) as seconds in
+    [0, 100 years]; :class:`JobOptionError` naming ``delay`` otherwise."""
+    if isinstance(delay, bool):
+        raise JobOptionError(f"delay must be seconds, a timedelta or a duration such as '10m', got {delay!r}")
+    if isinstance(delay, timedelta):
+        d = delay.total_seconds()
+    elif isinstance(delay, (int, float)):
+        d = float(delay)
+    elif isinstance(delay, str):
+        try:
+            d = parse_duration(delay, field="delay").total_seconds()
+        except SpecError as exc:
+            raise JobOptionError(str(exc)) from None
+    else:
+        raise JobOptionError(f"delay must be seconds, a timedelta or a duration such as '10m', got {type(delay).__name__}")
+    if not math.isfinite(d) or d < 0:
+        raise JobOptionError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+    if d > MAX_DELAY.total_seconds():
+        raise JobOptionError(f"delay must be at most 100 years, got {delay!r}")
+    return d
+
+
+def _checked(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (TypeError, ValueError) as exc:
+        raise JobOptionError(str(exc)) from None
 
 
 class Linger:
@@ -118,6 +235,7 @@ class Linger:
                 code["table_prefix"] = table_prefix
             settings = resolve(code=code, env=env)
         self.settings = settings
+        self._clock_given = clock is not None
         self.clock = clock if clock is not None else Clock(settings.clock_offset)
         self.registry = Registry()
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -125,7 +243,7 @@ class Linger:
         self._store_pid = os.getpid()
         self._store_lock = threading.Lock()
         self._halt_hooks: list[Callable[[], Any]] = []
-        self._node: _Node | None = None
+        self._node: Node | None = None
         self.config_file: FileConfig | None = None
 
     # -- configuration ------------------------------------------------------------------
@@ -138,17 +256,29 @@ class Linger:
                 self._store.engine.dispose(close=False)
                 self._store_pid = os.getpid()
             if self._store is None:
-                self._store = Store(self.settings.database_url, table_prefix=self.settings.table_prefix)
+                store = Store(self.settings.database_url, table_prefix=self.settings.table_prefix)
+                auto_install = self.settings.auto_install
+                if store.dialect.is_sqlite if auto_install is None else auto_install:
+                    # the embedded default just works: a script's first enqueue on a new
+                    # SQLite file creates the tables (once per process; idempotent)
+                    try:
+                        store.install_schema()
+                    except BaseException:
+                        store.dispose()
+                        raise
+                self._store = store
                 self._store_pid = os.getpid()
             return self._store
 
     def configure(self, **changes: Any) -> None:
-        """Change settings before the store is first used (the CLI applies flags this way)."""
+        """Change settings before the store is first used (the CLI applies flags this way).
+        Invalid values raise :class:`ConfigError` and change nothing."""
+        settings = replace(self.settings, **{k: v for k, v in changes.items() if v is not None})
         if self._store is not None and any(k in changes for k in ("database_url", "table_prefix")):
             self._store.dispose()
             self._store = None
-        self.settings = replace(self.settings, **{k: v for k, v in changes.items() if v is not None})
-        if "clock_offset" in changes:
+        self.settings = settings
+        if "clock_offset" in changes and not self._clock_given:  # a clock passed to Linger() stays
             self.clock = Clock(self.settings.clock_offset)
 
     def load_config(self, path: str | os.PathLike[str], *, cli: dict[str, Any] | None = None) -> FileConfig:
@@ -167,16 +297,19 @@ class Linger:
 
     # -- tasks --------------------------------------------------------------------------
     @overload
-    def task(self, fn: F) -> F: ...
+    def task(self, fn: C) -> C: ...  # type: ignore[overload-overlap]
     @overload
-    def task(self, fn: None = None, **options: Any) -> Callable[[F], F]: ...
+    def task(self, fn: Callable[P, R]) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: None = None, **options: Any) -> _TaskDecorator: ...
 
     def task(self, fn: Any = None, **options: Any) -> Any:
         """Register a function (or a class with ``perform()``) as a task.
 
         Options: ``name, queue, priority, max_attempts, retry_backoff, timeout``; and for a
         recurring schedule ``cron=`` or ``every=`` with ``tz, schedule, args, kwargs, misfire,
-        misfire_grace, max_catch_up, overlap, enabled, anchor``."""
+        misfire_grace, max_catch_up, overlap, enabled, anchor``. ``async def`` functions (and
+        classes whose ``perform`` is ``async def``) run on the worker's event loop."""
         if fn is not None:
             return self._register(fn, options)
         return lambda f: self._register(f, options)
@@ -184,25 +317,38 @@ class Linger:
     def _register(self, fn: Any, options: dict[str, Any]) -> Any:
         allowed = {"name", "queue", "priority", "max_attempts", "retry_backoff", "timeout", "cron", "every", "tz", "schedule", *_SCHEDULE_OPTIONS}
         unknown = set(options) - allowed
+        is_class = isinstance(fn, type)
+        if not is_class and not callable(fn):
+            raise ConfigError(f"@task needs a function or a class, got {fn!r}", key="@task")
         where = describe_callable(fn)
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})", key=where)
-        is_class = isinstance(fn, type)
         if is_class and not callable(getattr(fn, "perform", None)):
             raise ConfigError("a class registered with @task needs a perform() method", key=where)
-        if not is_class and not callable(fn):
-            raise ConfigError("@task needs a function or a class", key=where)
         try:
             max_attempts = options.get("max_attempts")
-            if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
-                raise ConfigError(f"max_attempts must be an integer >= 1, got {max_attempts!r}", key="max_attempts")
-            priority = options.get("priority", 0)
-            if not isinstance(priority, int) or isinstance(priority, bool):
-                raise ConfigError(f"priority must be an integer, got {priority!r}", key="priority")
+            if max_attempts is not None:
+                _config_checked(check_int, max_attempts, "max_attempts", 1, INT32[1])
+            priority = _config_checked(check_int, options.get("priority", 0), "priority")
+            queue = options.get("queue")
+            if queue is not None:
+                _config_checked(check_name, queue, "queue", MAX_QUEUE_LEN)
+            name = options.get("name")
+            if name is not None:
+                _config_checked(check_name, name, "name", MAX_TASK_NAME_LEN)
+            else:
+                name = task_name_of(fn)
+                if name.startswith("__main__."):
+                    warnings.warn(
+                        f"task {name!r} is defined in __main__: a worker that imports your modules by name "
+                        f"(linger-sched run/worker) cannot find it, so its jobs fail as an unknown task. "
+                        f"Define it in an importable module, or give it a name= that such a worker also registers.",
+                        stacklevel=_caller_level(),
+                    )
             definition = TaskDef(
-                name=options.get("name") or task_name_of(fn),
+                name=name,
                 func=fn,
-                queue=options.get("queue") or "default",
+                queue=queue or "default",
                 priority=priority,
                 max_attempts=max_attempts or 3,
                 # seconds() returns a float for a value that is not None
@@ -221,43 +367,50 @@ class Linger:
                     source=where,
                     **{k: options[k] for k in _SCHEDULE_OPTIONS if k in options},
                 )
-                self.registry.add_schedule(sched)
+                self.registry.add_schedule(sched)  # binds args/kwargs to the task's signature
             elif options.get("tz") is not None or options.get("schedule") is not None:
                 raise ConfigError("tz= and schedule= need cron= or every=", key="tz")
         except ConfigError as exc:
             raise ConfigError(exc.message, key=f"{where}: {exc.key}" if exc.key else where) from None
         if is_class:
             fn.__linger_task__ = definition
-            fn.enqueue = staticmethod(lambda *a, **kw: self._enqueue_instance(fn, a, kw))  # type: ignore[attr-defined]
+            fn.enqueue = staticmethod(lambda *a, **kw: self._enqueue_instance(fn, a, kw))
+            fn.options = staticmethod(lambda **o: self.with_options(fn, **o))
             return fn
         return Task(self, definition)
 
     def _enqueue_instance(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        opts = {k: kwargs.pop(k) for k in ("run_at", "delay", "priority", "queue", "unique_key", "max_attempts") if k in kwargs}
-        return self.enqueue(cls(*args, **kwargs), **opts)
+        definition: TaskDef = cls.__linger_task__  # type: ignore[attr-defined]
+        opts = {k: kwargs.pop(k) for k in JOB_OPTIONS if k in kwargs}
+        _refuse_ambiguous(definition, opts)
+        return self.enqueue(_construct(definition, args, kwargs), **opts)
 
     def schedule(self, name: str, task: Any, *, cron: str | None = None, every: Any = None, tz: str | None = None, **options: Any) -> ScheduleDef:
         """Declare a recurring schedule in code: ``app.schedule("nightly", cleanup, cron="0 3 * * *")``."""
         task_name = self._task_name(task)
-        self.registry.get_task(task_name)
-        d = build_schedule(name, task_name, cron=cron, every=every, tz=tz, source=f"app.schedule({name!r})", **options)
+        definition = self.registry.get_task(task_name)
+        d = build_schedule(name, task_name, cron=cron, every=every, tz=tz, source=f"app.schedule({name!r})",
+                           task_def=definition, **options)
         return self.registry.add_schedule(d)
 
     def _task_name(self, task: Any) -> str:
         if isinstance(task, str):
-            return task
+            return cast(str, _checked(check_name, task, "task", MAX_TASK_NAME_LEN))
         if isinstance(task, Task):
             return task.name
         definition = getattr(task, "__linger_task__", None)
         if definition is not None:
-            return definition.name
+            return cast(str, definition.name)
+        if not callable(task) or not hasattr(task, "__qualname__"):
+            raise JobOptionError(f"task must be a registered task, its name or a class-job instance, got {task!r}")
         return task_name_of(task)
 
     # -- enqueueing ---------------------------------------------------------------------
-    def _row(
-        self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], *, run_at: datetime | None, delay: Any,
-        priority: int | None, queue: str | None, unique_key: str | None, max_attempts: int | None,
-    ) -> dict[str, Any]:
+    def _row(self, task: Any, args: Sequence[Any], kwargs: dict[str, Any], options: dict[str, Any], *,
+             options_apart: bool = False) -> dict[str, Any]:
+        """One job row, every value checked before anything is written. ``options`` are the job
+        options given (None = not given); with ``options_apart`` they came from
+        :meth:`with_options`, so a task parameter of the same name is no conflict."""
         definition = getattr(type(task), "__linger_task__", None) if not isinstance(task, (str, type, Task)) and not callable(task) else None
         if definition is not None:  # a class-job instance
             if args or kwargs:
@@ -265,15 +418,24 @@ class Linger:
             kwargs = definition.args_of(task)
             name = definition.name
         else:
+            if isinstance(task, type) and getattr(task, "__linger_task__", None) is not None:
+                definition = getattr(task, "__linger_task__")  # noqa: B009
+                task = _construct(definition, args, kwargs)
+                return self._row(task, (), {}, options, options_apart=True)
             name = self._task_name(task)
             definition = self.registry.tasks.get(name)
+            if definition is not None:
+                if not options_apart:
+                    _refuse_ambiguous(definition, options)
+                definition.check_arguments(args, kwargs)
+        run_at, delay = options.get("run_at"), options.get("delay")
         if run_at is not None and delay is not None:
-            raise JobArgumentsError("give run_at or delay, not both")
+            raise JobOptionError("give run_at or delay, not both")
         row: dict[str, Any] = {"task": name}
         if run_at is not None:
             row["run_at"] = _aware(run_at, "run_at")
         elif delay is not None:
-            d = delay.total_seconds() if isinstance(delay, timedelta) else parse_duration(delay, field="delay").total_seconds() if isinstance(delay, str) else float(delay)
+            d = _delay_seconds(delay)
             if self.clock.authoritative:
                 row["run_at"] = self.clock.now() + timedelta(seconds=d)
             else:
@@ -284,11 +446,17 @@ class Linger:
             row["args"] = encode_args(args, kwargs)
         except (TypeError, ValueError) as exc:
             raise JobArgumentsError(f"arguments of {name} must be JSON-serializable: {exc}") from exc
-        row["queue"] = queue or (definition.queue if definition else "default")
-        row["priority"] = priority if priority is not None else (definition.priority if definition else 0)
-        row["max_attempts"] = max_attempts or (definition.max_attempts if definition else 3)
+        except RecursionError:
+            raise JobArgumentsError(f"arguments of {name} are nested too deeply to be stored as JSON") from None
+        queue, priority, max_attempts, unique_key = (options.get(k) for k in ("queue", "priority", "max_attempts", "unique_key"))
+        row["queue"] = _checked(check_name, queue, "queue", MAX_QUEUE_LEN) if queue is not None else (definition.queue if definition else "default")
+        row["priority"] = _checked(check_int, priority, "priority") if priority is not None else (definition.priority if definition else 0)
+        row["max_attempts"] = (_checked(check_int, max_attempts, "max_attempts", 1, INT32[1]) if max_attempts is not None
+                               else (definition.max_attempts if definition else 3))
         if unique_key is not None:
-            row["unique_key"] = str(unique_key)
+            if isinstance(unique_key, int) and not isinstance(unique_key, bool):
+                unique_key = str(unique_key)
+            row["unique_key"] = _checked(check_name, unique_key, "unique_key", MAX_UNIQUE_KEY_LEN)
         return row
 
     def enqueue(
@@ -296,12 +464,30 @@ class Linger:
         priority: int | None = None, queue: str | None = None, unique_key: str | None = None,
         max_attempts: int | None = None, **kwargs: Any,
     ) -> int:
-        """Queue one job; returns its id. ``task`` is a task, its name, or a class-job instance."""
-        row = self._row(task, args, kwargs, run_at=run_at, delay=delay, priority=priority, queue=queue,
-                        unique_key=unique_key, max_attempts=max_attempts)
-        (job_id,) = self.store.enqueue([row], now=self.clock.store_now())
-        self._wake(row)
-        return job_id
+        """Queue one job; returns its id. ``task`` is a task, its name, or a class-job instance.
+
+        Every option is checked before anything is written (:class:`JobOptionError`, a
+        ``TypeError``/``ValueError``), and so are the arguments against the task's signature
+        when the task is registered in this process (:class:`JobArgumentsError`). A task
+        parameter named like a job option makes the call ambiguous: use :meth:`with_options`."""
+        options = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=unique_key, max_attempts=max_attempts)
+        row = self._row(task, args, kwargs, options)
+        return self._insert([row])[0]
+
+    def with_options(self, task: Any, **options: Any) -> JobOptions:
+        """``task`` bound to job options, so that every keyword of its ``enqueue()`` is the
+        task's own argument: ``app.with_options(notify, queue="email").enqueue(1, queue="x")``."""
+        return JobOptions(self, task, options)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        if not self.clock.authoritative and len(rows) > 1 and all("run_at" not in r for r in rows):
+            now = self.store.db_now()  # one clock read makes the rows bindable in one statement
+            for r in rows:
+                seconds = r.pop("delay", 0.0)
+                r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
+        ids = self.store.enqueue(rows, now=self.clock.store_now())
+        self._wake(rows[0])
+        return ids
 
     def enqueue_many(
         self, task_or_items: Any, items: Iterable[Any] | None = None, *, run_at: datetime | None = None,
@@ -312,12 +498,15 @@ class Linger:
 
         ``enqueue_many(task, items)``: each item is a tuple/list of positional arguments, a
         dict of keyword arguments, or ``(args, kwargs)`` given as a 2-tuple ``(list, dict)``.
-        ``enqueue_many([ClassJob(...), ...])``: class-job instances."""
+        ``enqueue_many([ClassJob(...), ...])``: class-job instances. Every item is checked
+        before any is written: one bad item stores none."""
         rows = []
         opts: dict[str, Any] = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=None, max_attempts=max_attempts)
         if items is None:
+            if isinstance(task_or_items, (str, Task)):
+                raise JobArgumentsError("enqueue_many(task, items) needs the items")
             for obj in task_or_items:
-                rows.append(self._row(obj, (), {}, **opts))
+                rows.append(self._row(obj, (), {}, opts, options_apart=True))
         else:
             a: tuple[Any, ...]
             for item in items:
@@ -329,17 +518,10 @@ class Linger:
                     a, kw = tuple(item), {}
                 else:
                     a, kw = (item,), {}
-                rows.append(self._row(task_or_items, a, kw, **opts))
+                rows.append(self._row(task_or_items, a, kw, opts, options_apart=True))
         if not rows:
             return []
-        if not self.clock.authoritative and all("run_at" not in r for r in rows):
-            now = self.store.db_now()  # one clock read makes the rows bindable in one statement
-            for r in rows:
-                seconds = r.pop("delay", 0.0)
-                r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
-        ids = self.store.enqueue(rows, now=self.clock.store_now())
-        self._wake(rows[0])
-        return ids
+        return self._insert(rows)
 
     def _wake(self, row: dict[str, Any]) -> None:
         node = self._node
@@ -393,11 +575,25 @@ class Linger:
     def pause(self, name: str) -> None:
         self.store.set_paused(name, True, now=self.clock.store_now())
 
-    def resume(self, name: str) -> None:
-        row = self.store.get_schedule(name)
-        now = self.clock.now() if self.clock.authoritative else self.store.db_now()
-        # the paused period is not caught up: the next fire is the first after now
-        self.store.set_paused(name, False, next_run_at=spec_from_row(row).next_after(now), now=self.clock.store_now())
+    def resume(self, name: str) -> bool:
+        """Resume paused schedule ``name`` from its first fire time after now. The paused period
+        is not caught up: its fire times become one ``skipped`` row (reason "paused"). An error
+        state is cleared (it is tried again at its next fire time). Returns False, changing
+        nothing, when the schedule is not paused."""
+        from .scheduler import resume_plan
+
+        for _ in range(5):
+            row = self.store.get_schedule(name)
+            if not row.paused:
+                log.info("schedule %s is not paused: nothing to resume", name, extra={"action": "resume_noop"})
+                return False
+            now = self.clock.now() if self.clock.authoritative else self.store.db_now()
+            plan, next_run_at = resume_plan(row, now)
+            # compare-and-set on next_run_at: a sync may change the schedule meanwhile
+            if self.store.resume_schedule(name, expected=row.next_run_at, next_run_at=next_run_at, plan=plan,
+                                          now=self.clock.store_now()):
+                return True
+        raise LingerError(f"schedule {name!r} kept changing while it was being resumed; try again")
 
     def trigger(self, name: str) -> int:
         """Run schedule ``name`` now, outside its cadence (marked ``reason='manual'``)."""
@@ -423,23 +619,34 @@ class Linger:
         outcomes = self.store.last_outcomes([r.name for r in rows])
         out = []
         for r in rows:
-            spec = spec_from_row(r)
             runs: list[datetime] = []
-            t = r.next_run_at
-            while t is not None and len(runs) < next_n:
-                runs.append(t)
-                t = spec.next_after(t)
+            try:
+                spec = spec_from_row(r)
+                description = spec.describe()
+            except (LingerError, ValueError) as exc:  # a row the tick marks in error
+                description = f"invalid: {exc}"
+            else:
+                # in error, next_run_at is the retry instant, not a fire time
+                t = r.next_run_at if r.error is None else None
+                while t is not None and len(runs) < next_n:
+                    runs.append(t)
+                    try:
+                        t = spec.next_after(t)
+                    except (LingerError, OverflowError):  # no fire time before the year 10000
+                        break
             last = outcomes.get(r.name)
             out.append(ScheduleInfo(
-                r.name, r.task, r.spec, spec.describe(), r.tz, runs, last[0] if last else r.last_run_at,
-                last[1] if last else None, r.paused, r.enabled,
+                r.name, r.task, r.spec, description, r.tz, runs, last[0] if last else r.last_run_at,
+                last[1] if last else None, r.paused, r.enabled, error=r.error, error_since=r.error_since,
+                retry_at=r.next_run_at if r.error is not None else None, disabled_reason=r.disabled_reason,
             ))
         return out
 
     def status(self) -> Status:
         from .scheduler import LEADER
 
-        return Status(self.store.get_lease(LEADER), self.store.list_nodes(), self.store.count_by_state(), self.store.db_now())
+        return Status(self.store.get_lease(LEADER), self.store.list_nodes(), self.store.count_by_state(), self.store.db_now(),
+                      schedule_errors=self.store.schedule_errors())
 
     # -- running ------------------------------------------------------------------------
     def _own_node_id(self) -> None:
@@ -468,8 +675,9 @@ class Linger:
         self._own_node_id()
         if self._node is not None:
             raise LingerError("this app's node is already running")
-        self._node = _Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler)
-        self._node.start()
+        node = Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler)
+        node.start(supervise=True)
+        self._node = node
         atexit.register(self.stop)
 
     def stop(self, grace: float | None = None, *, hand_back_running: bool = False) -> None:
@@ -496,9 +704,10 @@ class Linger:
     ) -> int:
         """Run a node in the foreground until SIGTERM/SIGINT (a second signal forces).
 
-        Returns the exit status: 0 after a clean stop, 1 after a forced one."""
+        Returns the exit status: 0 after a clean stop, 1 after a forced one or when a thread
+        of the node kept dying (see :mod:`linger_sched.node`)."""
         self._own_node_id()
-        node = _Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler, burst=burst)
+        node = Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler, burst=burst)
         self._node = node
         previous: dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
@@ -516,7 +725,7 @@ class Linger:
             while not node.stopping.is_set():
                 if node.stopping.wait(0.2):
                     break
-                if node.finished.is_set():
+                if node.finished.is_set() or not node.supervise():
                     break
             # the caller exits right after (the CLI leaves without waiting for job threads)
             forced = node.stop(None, hand_back_running=True)
@@ -529,103 +738,7 @@ class Linger:
     def work(self, *, burst: bool = True, concurrency: int | None = None, queues: Sequence[str] | None = None) -> None:
         """Run a worker in this thread until no due job is left (tests, scripts, cron)."""
         w = self.new_worker(concurrency, queues)
-        stop = threading.Event()
-        w.run(stop, burst=burst)
-        w.drain(grace=self.settings.shutdown_grace)
-
-
-class _Node:
-    """The threads of one running node: scheduler, worker, and a housekeeping loop."""
-
-    def __init__(self, app: Linger, *, concurrency: int | None, queues: Sequence[str] | None, worker: bool, scheduler: bool, burst: bool = False) -> None:
-        self.app = app
-        self.stopping = threading.Event()  # stop claiming and ticking
-        self.force = threading.Event()  # stop waiting for running jobs
-        self.finished = threading.Event()  # the worker left its loop (burst mode)
-        self._sched_stop = threading.Event()
-        self._work_stop = threading.Event()
-        self.worker = app.new_worker(concurrency, queues) if worker else None
-        self.scheduler = app.new_scheduler() if scheduler else None
-        if self.scheduler is not None and self.worker is not None:
-            wake = self.worker.wake
-            self.scheduler.on_materialized = lambda _n: wake.set()
-        self.burst = burst
-        self.threads: list[threading.Thread] = []
-        self._stopped = False
-
-    def start(self) -> None:
-        app = self.app
-        app.store.check_schema()
-        roles = ",".join(r for r, on in (("scheduler", self.scheduler), ("worker", self.worker)) if on)
-        app.store.register_node(
-            app.node_id, host=socket.gethostname(), pid=os.getpid(), roles=roles, registry_hash=app.registry.hash(),
-            version=__version__, now=app.clock.store_now(),
-        )
-        if self.scheduler is not None:
-            report = self.scheduler.sync(list(app.registry.schedules.values()))
-            log.info("schedules synced: %s", {k: v for k, v in report.items() if v}, extra={"action": "sync"})
-            self._spawn("linger-scheduler", self.scheduler.run, self._sched_stop)
-        if self.worker is not None:
-            self._spawn("linger-worker", self._run_worker, self._work_stop)
-            if app.store.dialect.can_notify:
-                wake = self.worker.wake
-                self._spawn("linger-listen", lambda stop: app.store.listen(wake.set, stop), self._work_stop)
-        self._spawn("linger-housekeeping", self._housekeeping, self._work_stop)
-        log.info("node %s started (%s) on %s", app.node_id, roles,
-                 app.store.engine.url.render_as_string(hide_password=True), extra={"action": "node_started"})
-
-    def _spawn(self, name: str, target: Callable[[threading.Event], object], stop: threading.Event) -> None:
-        t = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def _run_worker(self, stop: threading.Event) -> None:
-        assert self.worker is not None
-        try:
-            self.worker.run(stop, burst=self.burst)
-        finally:
-            self.finished.set()
-            self.stopping.set() if self.burst else None
-
-    def _housekeeping(self, stop: threading.Event) -> None:
-        app = self.app
-        every = 10.0
-        while not app.clock.wait(every, stop) if not app.clock.authoritative else not stop.wait(every):
-            try:
-                app.store.heartbeat_node(app.node_id, now=app.clock.store_now())
-                if self.scheduler is not None and self.scheduler.is_leader():
-                    app.store.prune_nodes(max(600.0, 20 * app.settings.lease_ttl), now=app.clock.store_now())
-                    if app.settings.keep_finished is not None:
-                        app.store.prune(app.settings.keep_finished, now=app.clock.store_now())
-            except LingerError as exc:
-                log.warning("housekeeping failed: %s", exc)
-
-    def stop(self, grace: float | None, *, hand_back_running: bool = True) -> bool:
-        """Graceful stop; returns True when it was forced (second signal)."""
-        if self._stopped:
-            return False
-        self._stopped = True
-        self.stopping.set()
-        app = self.app
-        app._fire_halt()
-        self._sched_stop.set()
-        self._work_stop.set()
-        for t in self.threads:
-            if t.name != "linger-worker" or True:
-                t.join(timeout=5.0)
-        if self.scheduler is not None:
-            self.scheduler.resign()
-        if self.worker is not None:
-            try:
-                self.worker.drain(grace, force=self.force, hand_back_running=hand_back_running)
-            except LingerError as exc:
-                log.error("could not hand back jobs at shutdown: %s", exc)
-        try:
-            app.store.remove_node(app.node_id)
-        except LingerError:
-            pass
-        log.info("node %s stopped", app.node_id, extra={"action": "node_stopped"})
-        return self.force.is_set()
+        w.run(threading.Event(), burst=burst)
 
 
 _default: Linger | None = None

@@ -10,6 +10,7 @@ re-run a job, never mark an unfinished one done).
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import queue as queue_mod
 import random
@@ -18,10 +19,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from .clock import Clock
-from .errors import LingerError, StoreError, UnknownTaskError
+from .errors import JobArgumentsError, StoreError, UnknownTaskError
 from .registry import Registry
 from .store import Claimed, Store, decode_args
 
@@ -48,7 +49,7 @@ _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("li
 
 
 def current_job() -> JobContext | None:
-    """The job the calling thread is running, or None outside a task."""
+    """The job the calling thread (or ``async def`` task) is running, or None outside a task."""
     return _current.get()
 
 
@@ -87,6 +88,21 @@ class _Outcome:
     duration: float
     retryable: bool = True
 
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.job.id, self.job.attempts)
+
+
+@dataclass
+class _Held:
+    """A job this worker holds: claimed and waiting for a thread, running, or finished with
+    its outcome not yet written. Its lock is extended by every heartbeat until the outcome is
+    written, so no peer runs it meanwhile."""
+
+    job: Claimed
+    started: float | None = None  # monotonic; None while it waits for a thread
+    timed_out: bool = False  # ran past its task's timeout; the attempt fails when it ends
+
 
 _PACKAGE_DIR = __file__.rsplit("/", 1)[0]
 
@@ -96,7 +112,25 @@ def _format_error(exc: BaseException) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR) and tb.tb_next is not None:
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    except Exception:  # noqa: BLE001 - an exception whose formatting fails is still a failure
+        return f"{type(exc).__name__} (its message could not be formatted)"
+
+
+def malformed(job: Claimed) -> str | None:
+    """Why a claimed row cannot be run (written by hand or by a broken client), or None.
+
+    Such a row is failed with this reason; it must never raise inside the worker loop."""
+    for name in ("priority", "attempts", "max_attempts"):
+        value = getattr(job, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"malformed job row: {name} is {value!r}, not an integer"
+    if not isinstance(job.run_at, datetime):
+        return f"malformed job row: run_at is {job.run_at!r}, not a time"
+    if not isinstance(job.args, str):
+        return f"malformed job row: args is {type(job.args).__name__}, not JSON text"
+    return None
 
 
 class Worker:
@@ -120,13 +154,22 @@ class Worker:
         self._results: queue_mod.SimpleQueue[_Outcome] = queue_mod.SimpleQueue()
         # (job, monotonic instant it may start) for the pool threads; None stops a thread
         self._inbox: queue_mod.SimpleQueue[tuple[Claimed, float] | None] = queue_mod.SimpleQueue()
-        # every job this worker holds: id -> monotonic start, or None while it waits for a thread
-        self._running: dict[int, tuple[Claimed, float | None]] = {}
-        self._timed_out: set[int] = set()
+        # every attempt this worker holds, by (job id, attempt): a late result is matched to
+        # its own attempt, never to a later one of the same job
+        self._running: dict[tuple[int, int], _Held] = {}
+        self._unwritten: list[_Outcome] = []  # outcomes whose write failed for a passing reason
+        self._write_retry_at = -1e18
+        self._write_delay = 0.05
         self._threads: list[threading.Thread] = []
+        self._executing = 0  # pool threads inside _execute (the others are idle)
+        self._loop: Any = None  # the asyncio loop of ``async def`` tasks, made for the first one
+        self._loop_thread: threading.Thread | None = None
+        self._closed = False  # drained: no thread pool or event loop is started again
         self._avg_duration: float | None = None  # moving average of job run time (seconds)
         self._last_heartbeat = -1e18
         self._last_rescue = -1e18
+        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
         self._lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
@@ -135,18 +178,34 @@ class Worker:
         return self.clock.lead(self.settings.lead_time)
 
     def _ensure_threads(self) -> None:
-        if not self._threads:
+        if not self._threads and not self._closed:
             for i in range(self.settings.concurrency):
                 # daemon: a task stuck past the shutdown grace must not keep the process alive
                 t = threading.Thread(target=self._thread_main, name=f"linger-job-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
 
+    def _ensure_loop(self) -> Any:
+        """The worker's own event loop for ``async def`` tasks, on a thread of its own."""
+        import asyncio  # only a node that runs an async task pays for the import
+
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="linger-asyncio", daemon=True)
+                t.start()
+                self._loop, self._loop_thread = loop, t
+            return self._loop
+
     @property
     def busy(self) -> int:
-        """Jobs held: running on a thread or claimed and waiting for one."""
+        """Jobs held: waiting for a thread, running, or with an outcome not yet written."""
         with self._lock:
             return len(self._running)
+
+    def held_ids(self) -> list[int]:
+        with self._lock:
+            return sorted({job_id for job_id, _attempt in self._running})
 
     @property
     def capacity(self) -> int:
@@ -162,21 +221,60 @@ class Worker:
         extra = int(s.concurrency * s.prefetch_seconds / max(self._avg_duration, 1e-6))
         return s.concurrency + min(max(extra, 0), s.max_prefetch)
 
+    # -- heartbeat ----------------------------------------------------------------------
+    def heartbeat(self) -> int:
+        """Extend the lock of every job this worker holds (running, timed out and still
+        running, or waiting for its outcome to be written); returns how many were extended."""
+        self._last_heartbeat = self.clock.monotonic()
+        held = self.held_ids()
+        if not held:
+            return 0
+        return self.store.extend(self.node_id, self.settings.job_lease_ttl, now=self.clock.store_now(), ids=held)
+
+    def start_heartbeat(self) -> None:
+        """Heartbeat on a thread of its own, so that no outcome write, claim or slow query of
+        the loop can delay it past a job's lease (a peer would then run the job again)."""
+        if self._heartbeat_thread is not None and self._heartbeat_thread.is_alive():
+            return
+        self._heartbeat_stop.clear()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat_main, name="linger-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._heartbeat_stop.set()
+        t = self._heartbeat_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
+        self._heartbeat_thread = None
+
+    def _heartbeat_main(self) -> None:
+        every = self.settings.job_lease_ttl / 3
+        failures = 0
+        while not self._heartbeat_stop.is_set():
+            try:
+                self.heartbeat()
+                failures = 0
+                wait = every
+            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive every error
+                failures += 1
+                wait = backoff(failures, cap=every)
+                log.error("job heartbeat failed: %s; retrying in %.1fs", exc, wait,
+                          exc_info=not isinstance(exc, StoreError), extra={"action": "heartbeat_error"})
+            if self._heartbeat_stop.wait(wait):
+                return
+
     # -- one iteration ------------------------------------------------------------------
     def run_once(self, *, claim: bool = True) -> Report:
-        """Flush finished outcomes, heartbeat and rescue when due, claim and start new jobs.
+        """Flush finished outcomes, heartbeat (unless a heartbeat thread runs) and rescue when
+        due, claim and start new jobs.
 
         Returns how much happened and how long the caller may wait before calling again."""
         report = Report()
         report.finished = self.flush()
         mono = self.clock.monotonic()
         ttl = self.settings.job_lease_ttl
-        if mono - self._last_heartbeat >= ttl / 3:
-            self._last_heartbeat = mono
-            with self._lock:
-                held = [i for i in self._running if i not in self._timed_out]
-            if held:
-                self.store.extend(self.node_id, ttl, now=self.clock.store_now(), ids=held)
+        if self._heartbeat_thread is None and mono - self._last_heartbeat >= ttl / 3:
+            self.heartbeat()
         self._check_timeouts()
         if mono - self._last_rescue >= self.settings.rescue_interval:
             self._last_rescue = mono
@@ -190,13 +288,15 @@ class Worker:
         free = capacity - self.busy
         # while every thread is busy, refill only when a quarter of the capacity is free:
         # one claim (and later one finish) per batch instead of per finished job
-        if claim and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, capacity // 4)):
+        if claim and not self._closed and free > 0 and (self.busy < self.settings.concurrency or free >= max(1, capacity // 4)):
             jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self.clock.store_now(),
                                     ahead=self.lead_time)
             report.claimed = len(jobs)
             claimed = self.clock.monotonic()
             for job in jobs:
-                early = (job.run_at - job.claimed_at).total_seconds() if job.claimed_at is not None else 0.0
+                early = 0.0
+                if job.claimed_at is not None and isinstance(job.run_at, datetime):
+                    early = (job.run_at - job.claimed_at).total_seconds()
                 self._start(job, claimed + max(0.0, early))
         report.running = self.busy
         report.wait = self._wait_hint(report, claim)
@@ -204,8 +304,12 @@ class Worker:
 
     def _wait_hint(self, report: Report, claim: bool) -> float:
         s = self.settings
-        until_heartbeat = max(0.0, self._last_heartbeat + s.job_lease_ttl / 3 - self.clock.monotonic())
-        until_heartbeat = min(until_heartbeat, self._check_timeouts())
+        until_heartbeat = float("inf")
+        if self._heartbeat_thread is None:
+            until_heartbeat = max(0.0, self._last_heartbeat + s.job_lease_ttl / 3 - self.clock.monotonic())
+        until_heartbeat = min(until_heartbeat, self._check_timeouts(), s.poll_interval)
+        if self._unwritten:
+            until_heartbeat = min(until_heartbeat, max(0.0, self._write_retry_at - self.clock.monotonic()))
         if report.claimed and self.busy < s.concurrency:
             return 0.0  # there may be more due work right now
         if not claim or self.busy >= self.capacity:
@@ -220,7 +324,7 @@ class Worker:
     def _start(self, job: Claimed, not_before: float) -> None:
         self._ensure_threads()
         with self._lock:
-            self._running[job.id] = (job, None)
+            self._running[(job.id, job.attempts)] = _Held(job)
         self._inbox.put((job, not_before))
 
     def _thread_main(self) -> None:
@@ -232,107 +336,238 @@ class Worker:
             early = not_before - self.clock.monotonic()
             if early > 0:  # claimed up to lead_time ahead of its run_at
                 time.sleep(early)
-            self._execute(job)
+            with self._lock:
+                self._executing += 1
+            try:
+                self._execute(job)
+            except BaseException as exc:  # noqa: BLE001 - a pool thread never dies with its job
+                log.exception("internal error running job %s", job.id, extra={"action": "internal_error", "job_id": job.id})
+                self._report(_Outcome(job, False, f"internal error in the worker: {exc!r}", 0.0))
+            finally:
+                with self._lock:
+                    self._executing -= 1
+
+    def _report(self, outcome: _Outcome) -> None:
+        self._results.put(outcome)
+        # wake the loop when it has something to do: the local backlog is (nearly) gone, so it
+        # should record outcomes and refill; otherwise outcomes gather into one batch
+        if self._inbox.qsize() <= self.settings.concurrency // 2:
+            self.wake.set()
 
     def _execute(self, job: Claimed) -> None:
         start = self.clock.monotonic()
         with self._lock:
-            if job.id not in self._running:
+            held = self._running.get((job.id, job.attempts))
+            if held is None:
                 return  # handed back at shutdown before a thread got to it
-            self._running[job.id] = (job, start)  # a task's timeout counts from here
+            held.started = start  # a task's timeout counts from here
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s %s started (attempt %s/%s)", job.id, job.task, job.attempts, job.max_attempts,
                       extra={"action": "started", "job_id": job.id})
         ok, error, retryable = False, None, True
         try:
+            problem = malformed(job)
+            if problem is not None:
+                raise JobArgumentsError(problem)
             task = self.registry.get_task(job.task)
             args, kwargs = decode_args(job.args)
-            token = _current.set(
-                JobContext(
-                    job.id, job.task, job.attempts, job.max_attempts, job.queue, job.priority,
-                    job.schedule_name, job.scheduled_for, tuple(args), kwargs,
-                )
+            context = JobContext(
+                job.id, job.task, job.attempts, job.max_attempts, job.queue, job.priority,
+                job.schedule_name, job.scheduled_for, tuple(args), kwargs,
             )
+            token = _current.set(context)
             try:
                 result = task.call(args, kwargs)
             finally:
                 _current.reset(token)
+            if inspect.isawaitable(result):
+                self._run_async(job, result, context, start, task.timeout)
+                return
             if result is False:
                 error = "task returned False"
             else:
                 ok = True
         except UnknownTaskError as exc:
             error, retryable = f"{exc}; the job was not run", False
+        except JobArgumentsError as exc:
+            error, retryable = f"{exc}; the job was not run", False
         except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
             error = _format_error(exc)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 error = f"interrupted: {exc!r}"
-        self._results.put(_Outcome(job, ok, error, self.clock.monotonic() - start, retryable))
-        # wake the loop when it has something to do: the local backlog is (nearly) gone, so it
-        # should record outcomes and refill; otherwise outcomes gather into one batch
-        if self._inbox.qsize() <= self.settings.concurrency // 2:
-            self.wake.set()
+        self._report(_Outcome(job, ok, error, self.clock.monotonic() - start, retryable))
+
+    def _run_async(self, job: Claimed, awaitable: Awaitable[Any], context: JobContext, start: float, timeout: float | None) -> None:
+        """Run a coroutine task on the worker's event loop; its outcome is reported when it has
+        really ended (``timeout`` cancels it, and a cancelled coroutine is waited for)."""
+        import asyncio
+
+        async def attempt() -> Any:
+            _current.set(context)  # this task's own context: current_job() works inside it
+            if timeout:
+                return await asyncio.wait_for(awaitable, timeout)
+            return await awaitable
+
+        if self._closed:
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()
+            self._report(_Outcome(job, False, "worker shut down before the coroutine started", 0.0))
+            return
+        future = asyncio.run_coroutine_threadsafe(attempt(), self._ensure_loop())
+
+        def done(f: Any) -> None:
+            ok, error = False, None
+            try:
+                ok = f.result() is not False
+                error = None if ok else "task returned False"
+            except TimeoutError:  # asyncio.TimeoutError is TimeoutError since Python 3.11
+                error = f"timed out after {timeout:g}s"
+            except BaseException as exc:  # noqa: BLE001 - includes CancelledError at shutdown
+                error = _format_error(exc)
+            self._report(_Outcome(job, ok, error, self.clock.monotonic() - start))
+
+        future.add_done_callback(done)
 
     def _check_timeouts(self) -> float:
-        """Record attempts that ran past their task's timeout; returns seconds to the next deadline."""
+        """Mark attempts that ran past their task's timeout; returns seconds to the next deadline.
+
+        Python cannot stop a thread: a timed-out attempt keeps its thread, its slot and its lock
+        (extended by the heartbeat) until the function returns, so the job never runs twice at
+        once; the attempt is then recorded as failed and the function's result discarded."""
         nearest = float("inf")
         if not any(t.timeout for t in self.registry.tasks.values()):
             return nearest
         now = self.clock.monotonic()
         with self._lock:
-            running = [(job, started) for job, started in self._running.values() if started is not None]
-        for job, started in running:
-            task = self.registry.tasks.get(job.task)
-            if not task or not task.timeout or job.id in self._timed_out:
+            running = [h for h in self._running.values() if h.started is not None and not h.timed_out]
+        for held in running:
+            task = self.registry.tasks.get(held.job.task)
+            if not task or not task.timeout or held.started is None:
                 continue
-            if now - started > task.timeout:
-                # Python cannot kill a thread: the attempt is recorded as failed now and the
-                # thread's eventual result is discarded; its slot stays busy until it returns.
-                self._timed_out.add(job.id)
-                self._record([_Outcome(job, False, f"timed out after {task.timeout:g}s", now - started)])
+            if now - held.started > task.timeout:
+                held.timed_out = True
+                log.warning(
+                    "job %s (%s) timed out after %gs; it keeps its lock until its thread returns, then fails",
+                    held.job.id, held.job.task, task.timeout, extra={"action": "timed_out", "job_id": held.job.id},
+                )
             else:
-                nearest = min(nearest, started + task.timeout - now)
+                nearest = min(nearest, held.started + task.timeout - now)
         return nearest
 
     def flush(self) -> int:
-        """Write every outcome the pool has reported since the last flush; returns how many."""
+        """Write every outcome the pool has reported since the last flush (and those whose
+        write failed before, once their retry is due); returns how many were written."""
         outcomes: list[_Outcome] = []
         while True:
             try:
                 outcomes.append(self._results.get_nowait())
             except queue_mod.Empty:
                 break
-        if not outcomes:
-            return 0
+        if outcomes:
+            total = sum(o.duration for o in outcomes)
+            avg = total / len(outcomes)
+            self._avg_duration = avg if self._avg_duration is None else 0.8 * self._avg_duration + 0.2 * avg
         fresh = []
-        total = 0.0
         with self._lock:
             for o in outcomes:
-                self._running.pop(o.job.id, None)
-                total += o.duration
-        avg = total / len(outcomes)
-        self._avg_duration = avg if self._avg_duration is None else 0.8 * self._avg_duration + 0.2 * avg
-        for o in outcomes:
-            if o.job.id in self._timed_out:
-                self._timed_out.discard(o.job.id)
-                log.warning("job %s (%s) finished after its timeout; result discarded", o.job.id, o.job.task,
-                            extra={"action": "late_result", "job_id": o.job.id})
-            else:
+                held = self._running.get(o.key)
+                if held is None:  # handed back at shutdown while it ran: not ours to record
+                    log.warning("job %s (%s) attempt %s finished after it was handed back; result discarded",
+                                o.job.id, o.job.task, o.job.attempts, extra={"action": "late_result", "job_id": o.job.id})
+                    continue
+                if held.timed_out:
+                    task = self.registry.tasks.get(o.job.task)
+                    limit = task.timeout if task and task.timeout else 0.0
+                    log.warning("job %s (%s) returned %.1fs after it started, past its %gs timeout; result discarded",
+                                o.job.id, o.job.task, o.duration, limit, extra={"action": "late_result", "job_id": o.job.id})
+                    o = _Outcome(o.job, False, f"timed out after {limit:g}s", o.duration)
                 fresh.append(o)
-        self._record(fresh)
-        return len(fresh)
+        if self._unwritten and (fresh or self.clock.monotonic() >= self._write_retry_at):
+            fresh = self._unwritten + fresh
+            self._unwritten = []
+        if not fresh:
+            return 0
+        return self._record(fresh)
 
-    def _record(self, outcomes: list[_Outcome]) -> None:
-        if not outcomes:
-            return
-        ok_ids = [o.job.id for o in outcomes if o.ok]
+    def _finish(self, outcomes: list[_Outcome]) -> None:
+        """Write ``outcomes`` in one transaction (raises what the store raises)."""
+        ok = [o for o in outcomes if o.ok]
         failed: list[tuple[int, str, float | None]] = []
         for o in outcomes:
             if o.ok:
                 continue
-            retry_in = self.retry_delay(o.job) if o.retryable and o.job.attempts < o.job.max_attempts else None
-            failed.append((o.job.id, o.error or "failed", retry_in))
-        self._finish_with_retry(ok_ids, failed)
+            last = not (o.retryable and o.job.attempts < o.job.max_attempts)
+            failed.append((o.job.id, o.error or "failed", None if last else self.retry_delay(o.job)))
+        attempts = {o.job.id: o.job.attempts for o in outcomes}
+        lost_ok, lost_failed = self.store.finish(self.node_id, [o.job.id for o in ok], failed,
+                                                 now=self.clock.store_now(), attempts=attempts)
+        for job_id in lost_ok + lost_failed:
+            log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
+                        extra={"action": "lost_lease", "job_id": job_id})
+
+    def _record(self, outcomes: list[_Outcome]) -> int:
+        """Write outcomes; one that cannot be written is isolated from the rest. Returns how
+        many were written (an outcome that failed for a passing reason is kept for later)."""
+        written: list[_Outcome] = []
+        try:
+            self._finish(outcomes)
+            written = outcomes
+        except Exception as exc:  # noqa: BLE001 - never lose the other outcomes to one bad row
+            if len(outcomes) > 1 and not self.store.is_transient(exc):
+                log.warning("could not record %d job outcomes together (%s); writing them one by one",
+                            len(outcomes), exc, extra={"action": "outcome_error"})
+                for o in outcomes:
+                    if self._record_one(o):
+                        written.append(o)
+            elif self._record_one(outcomes[0]) if len(outcomes) == 1 else False:
+                written = outcomes
+            else:
+                self._keep_unwritten(outcomes, exc)
+        with self._lock:
+            for o in written:
+                self._running.pop(o.key, None)
+        if written:
+            self._write_delay = 0.05
+        self._log_outcomes(written)
+        return len(written)
+
+    def _record_one(self, o: _Outcome) -> bool:
+        """Write one outcome alone; if the database refuses it, write a failure that says so
+        instead. False when it must be retried later (the database is unreachable)."""
+        try:
+            self._finish([o])
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if self.store.is_transient(exc):
+                self._keep_unwritten([o], exc)
+                return False
+            log.error("the outcome of job %s (%s) cannot be stored: %s", o.job.id, o.job.task, exc,
+                      extra={"action": "outcome_error", "job_id": o.job.id})
+            fallback = _Outcome(o.job, False, f"the attempt's outcome could not be stored: {type(exc).__name__}: {exc}",
+                                o.duration, o.retryable)
+            try:
+                self._finish([fallback])
+                return True
+            except Exception as again:  # noqa: BLE001
+                if self.store.is_transient(again):
+                    self._keep_unwritten([o], again)
+                    return False
+                # nothing about this job can be written: let its lock expire (it is then
+                # rescued and counted as a failed attempt) rather than stall every other job
+                log.error("giving up on job %s: %s", o.job.id, again, extra={"action": "outcome_lost", "job_id": o.job.id})
+                return True
+
+    def _keep_unwritten(self, outcomes: list[_Outcome], exc: BaseException) -> None:
+        # The job keeps its lock (the heartbeat extends it) while its outcome waits: an outcome
+        # that was reported is never lost to a passing database error.
+        self._unwritten.extend(outcomes)
+        self._write_retry_at = self.clock.monotonic() + self._write_delay
+        log.warning("could not record %d job outcome(s) (%s); retrying in %.2fs", len(outcomes), exc,
+                    self._write_delay, extra={"action": "outcome_retry"})
+        self._write_delay = min(self._write_delay * 2, 2.0)
+
+    def _log_outcomes(self, outcomes: list[_Outcome]) -> None:
         debug = log.isEnabledFor(logging.DEBUG)
         for o in outcomes:
             j = o.job
@@ -341,7 +576,8 @@ class Worker:
                     log.debug("job %s %s succeeded (attempt %s, ran %.3fs)", j.id, j.task, j.attempts, o.duration,
                               extra={"action": "succeeded", "job_id": j.id})
                 continue
-            first_line = (o.error or "").strip().splitlines()[-1] if o.error else ""
+            lines = (o.error or "").strip().splitlines()
+            first_line = lines[-1][:500] if lines else ""
             will_retry = o.retryable and j.attempts < j.max_attempts
             log.warning(
                 "job %s %s %s (attempt %s/%s, ran %.3fs): %s", j.id, j.task,
@@ -349,59 +585,61 @@ class Worker:
                 o.duration, first_line, extra={"action": "retry" if will_retry else "failed", "job_id": j.id},
             )
 
-    def _finish_with_retry(self, ok_ids: list[int], failed: list[tuple[int, str, float | None]]) -> None:
-        # An outcome that was reported must not be lost to a passing database error: retry
-        # until it is written or the lease runs out (then the job is rescued and re-run).
-        delay = 0.05
-        deadline = self.clock.monotonic() + self.settings.job_lease_ttl
-        while True:
-            try:
-                lost_ok, lost_failed = self.store.finish(self.node_id, ok_ids, failed, now=self.clock.store_now())
-                for job_id in lost_ok + lost_failed:
-                    log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
-                                extra={"action": "lost_lease", "job_id": job_id})
-                return
-            except StoreError:
-                if self.clock.monotonic() > deadline:
-                    raise
-                log.warning("could not record job outcomes; retrying in %.2fs", delay, exc_info=True)
-                self.clock.wait(delay)
-                delay = min(delay * 2, 2.0)
-
     def retry_delay(self, job: Claimed) -> float:
         """Exponential backoff with jitter: base * 2**(attempt-1) * U(0.75, 1.25), capped at 1 day."""
         task = self.registry.tasks.get(job.task)
         base = task.retry_backoff if task else 10.0
         if base <= 0:
             return 0.0
-        delay = base * (2 ** max(0, job.attempts - 1)) * self.rng.uniform(0.75, 1.25)
-        return min(delay, 86400.0)
+        return backoff(job.attempts, base=base, cap=86400.0, jitter=self.rng.uniform(0.75, 1.25))
 
     # -- loop and shutdown --------------------------------------------------------------
-    def run(self, stop: threading.Event, *, burst: bool = False, on_error: Callable[[BaseException], float] | None = None) -> None:
-        """Run until ``stop`` is set (or, with ``burst``, until no due job is left), then drain."""
+    def run(
+        self, stop: threading.Event, *, burst: bool = False, on_exit: Callable[[], object] | None = None,
+        on_error: Callable[[BaseException], float] | None = None,
+    ) -> None:
+        """Run until ``stop`` is set (or, with ``burst``, until no due job is left), then call
+        ``on_exit`` (default: :meth:`drain`) on this same thread, so that outcomes are only
+        ever written by it. A heartbeat thread extends the held jobs' locks meanwhile.
+
+        Every exception of an iteration is logged and backed off: the loop never dies of one."""
         failures = 0
-        while not stop.is_set():
-            try:
-                report = self.run_once()
-                failures = 0
-            except LingerError as exc:
-                # the database went away: back off (0.5 s doubling to 10 s) and try again; a
-                # node never exits because its database restarted
-                failures += 1
-                wait = on_error(exc) if on_error else min(10.0, 0.5 * 2 ** (failures - 1))
-                log.error("worker iteration failed: %s; retrying in %.1fs", exc, wait, extra={"action": "store_error"})
-                self.clock.wait(wait, stop)
-                continue
-            if burst and report.claimed == 0 and report.running == 0:
-                earliest, db_now = self.store.next_due(self.settings.queues, now=self.clock.store_now())
-                if earliest is None or earliest > db_now:
-                    break
-                continue
-            if report.wait > 0:
-                self.wake.clear()
-                if self._results.empty():
-                    self._wait(report.wait, stop)
+        self.start_heartbeat()
+        left = False
+        try:
+            while not stop.is_set():
+                try:
+                    report = self.run_once()
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - the loop outlives every error
+                    # the database went away or a row is broken: back off (0.5 s doubling to
+                    # 10 s) and try again; a node never exits because its database restarted
+                    failures += 1
+                    wait = on_error(exc) if on_error else backoff(failures, base=0.5, cap=10.0)
+                    log.error("worker iteration failed: %s; retrying in %.1fs", exc, wait,
+                              exc_info=not isinstance(exc, StoreError), extra={"action": "worker_error"})
+                    self.clock.wait(wait, stop)
+                    continue
+                if burst and report.claimed == 0 and report.running == 0:
+                    earliest, db_now = self.store.next_due(self.settings.queues, now=self.clock.store_now())
+                    if earliest is None or earliest > db_now:
+                        break
+                    continue
+                if report.wait > 0:
+                    self.wake.clear()
+                    if self._results.empty():
+                        self._wait(report.wait, stop)
+            left = True
+        finally:
+            # Only a loop that was asked to leave drains; one that died (a bug) is restarted by
+            # its supervisor, and its jobs keep their heartbeat meanwhile.
+            if left:
+                try:
+                    on_exit() if on_exit is not None else self.drain()
+                except Exception as exc:  # noqa: BLE001
+                    log.error("could not hand back jobs at shutdown: %s", exc, extra={"action": "drain_error"})
+                finally:
+                    self.stop_heartbeat()
 
     def _wait(self, seconds: float, stop: threading.Event) -> None:
         # Both a stop and a wake end the wait: wait on wake with a bounded timeout, so that a
@@ -427,34 +665,53 @@ class Worker:
         rescued then, so a thread that cannot be stopped never runs alongside a second copy.
         Returns how many jobs were handed back."""
         grace = self.settings.shutdown_grace if grace is None else grace
-        # claimed jobs that no thread has started go back at once (a thread that takes one
-        # later finds it gone from _running and skips it)
+        self._closed = True
+        # claimed jobs that no thread will start go back at once (a thread that takes one later
+        # finds it gone from _running and skips it); the first few, as many as there are idle
+        # threads, start within milliseconds anyway (they are next in the threads' queue) and
+        # are waited for like running ones
         with self._lock:
-            unstarted = [job_id for job_id, (_job, started) in self._running.items() if started is None]
-            for job_id in unstarted:
-                del self._running[job_id]
+            unstarted = [key for key, held in self._running.items() if held.started is None]
+            idle = 0 if force is not None and force.is_set() else max(0, len(self._threads) - self._executing)
+            unstarted = unstarted[idle:]
+            for key in unstarted:
+                del self._running[key]
         if unstarted:
-            self.store.hand_back(self.node_id, unstarted, now=self.clock.store_now())
+            self.store.hand_back(self.node_id, [job_id for job_id, _ in unstarted], now=self.clock.store_now())
         end = self.clock.monotonic() + grace
         while self.busy and self.clock.monotonic() < end and not (force and force.is_set()):
             self.flush()
             self.wake.wait(0.05)
             self.wake.clear()
         self.flush()
+        if self._unwritten:  # the database is away: a last try, then the locks expire and rescue
+            self._write_retry_at = -1e18
+            self.flush()
         handed = 0
         with self._lock:
-            left = list(self._running)
+            left = [key for key, held in self._running.items() if held.started is not None]
         if left and not hand_back_running:
             log.warning("%d job(s) still running after the grace period keep their lock until it expires: %s",
-                        len(left), left, extra={"action": "left_running"})
+                        len(left), [k[0] for k in left], extra={"action": "left_running"})
             left = []
         if left:
-            handed = self.store.hand_back(self.node_id, left, now=self.clock.store_now())
-            log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, left, extra={"action": "hand_back"})
+            ids = [job_id for job_id, _ in left]
+            handed = self.store.hand_back(self.node_id, ids, now=self.clock.store_now())
+            log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, ids, extra={"action": "hand_back"})
             with self._lock:
-                for job_id in left:
-                    self._running.pop(job_id, None)
+                for key in left:
+                    self._running.pop(key, None)
         for _ in self._threads:
             self._inbox.put(None)  # each idle thread exits; a busy one after its job
         self._threads = []
+        loop = self._loop
+        if loop is not None and not self.busy:
+            loop.call_soon_threadsafe(loop.stop)
         return handed
+
+
+def backoff(failures: int, *, base: float = 1.0, cap: float = 60.0, jitter: float = 1.0) -> float:
+    """``base * 2**(failures-1) * jitter``, capped at ``cap``: the one back-off of every retry
+    loop (database errors, outcome writes, job retries). Safe for any number of failures."""
+    exponent = min(max(0, failures - 1), 64)
+    return min(cap, base * (2.0 ** exponent) * jitter)
