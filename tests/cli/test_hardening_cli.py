@@ -169,3 +169,33 @@ def test_read_only_commands_do_not_create_a_sqlite_file(nodb_cli: Cli) -> None:
         r = nodb_cli.invoke(*args)
         assert r.code == 1 and "linger-sched db init" in r.err, (args, r)
         assert not (nodb_cli.cwd / "untouched.db").exists(), args
+
+
+def test_enqueue_checks_the_arguments_against_the_task(cli: Cli, store: Store) -> None:
+    """Hardening 9: an importable task's arguments are bound at enqueue, not hours later."""
+    r = cli.invoke("enqueue", "add", "--import", "clijobs")
+    assert r.code == 2 and "missing a required argument: 'a'" in r.err and "add" in r.err, r
+    r = cli.invoke("enqueue", "add", "--args", "[1, 2]", "--kwargs", '{"c": 3}', "--import", "clijobs")
+    assert r.code == 2 and "unexpected keyword argument 'c'" in r.err, r
+    assert store.count_by_state() == {}
+    r = cli.invoke("enqueue", "add", "--args", "[1, 2]", "--import", "clijobs")
+    assert r.code == 0 and store.count_by_state() == {"queued": 1}, r
+
+
+def test_resume_of_a_schedule_that_is_not_paused_says_so(cli: Cli, store: Store) -> None:
+    """Hardening 7: resuming an unpaused schedule changes nothing, and the CLI says so."""
+    from linger_sched import Linger
+
+    app = Linger(store.url, table_prefix=store.prefix)
+
+    @app.task(name="tick", every="1h")
+    def tick() -> None: ...
+
+    app.sync_schedules()
+    before = app.store.get_schedule("tick")
+    r = cli.invoke("schedules", "resume", "tick")
+    assert r.code == 0 and "schedule tick is not paused: nothing changed" in r.out, r
+    assert app.store.get_schedule("tick").next_run_at == before.next_run_at
+    assert cli.invoke("schedules", "pause", "tick").out.strip() == "schedule tick paused"
+    assert cli.invoke("schedules", "resume", "tick").out.strip() == "schedule tick resumed"
+    app.store.dispose()
