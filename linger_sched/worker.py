@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -499,7 +500,13 @@ class Worker:
                 continue
             last = not (o.retryable and o.job.attempts < o.job.max_attempts)
             failed.append((o.job.id, o.error or "failed", None if last else self.retry_delay(o.job)))
-        attempts = {o.job.id: o.job.attempts for o in outcomes}
+        # every failure is written for its own attempt only (one row, by primary key); a success
+        # too when this node holds another attempt of the same job (a batch of successes is one
+        # UPDATE, which a row-value IN list would slow down for nothing in the common case)
+        with self._lock:
+            counts = Counter(job_id for job_id, _ in self._running)
+        held_twice = {job_id for job_id, n in counts.items() if n > 1}
+        attempts = {o.job.id: o.job.attempts for o in outcomes if not o.ok or o.job.id in held_twice}
         lost_ok, lost_failed = self.store.finish(self.node_id, [o.job.id for o in ok], failed,
                                                  now=self.clock.store_now(), attempts=attempts)
         for job_id in lost_ok + lost_failed:

@@ -510,8 +510,10 @@ class JobStore:
             if succeeded:
                 ids = list(succeeded)
                 which: list[sa.ColumnElement[bool]] = [j.c.id.in_(ids)]  # the primary key finds the rows
-                if attempts is not None and all(i in attempts for i in ids):
-                    which.append(sa.tuple_(j.c.id, j.c.attempts).in_([(i, attempts[i]) for i in ids]))
+                pinned = [(i, attempts[i]) for i in ids if attempts is not None and i in attempts]
+                if pinned:
+                    which.append(sa.or_(j.c.id.not_in([i for i, _ in pinned]),
+                                        sa.tuple_(j.c.id, j.c.attempts).in_(pinned)))
                 n = conn.execute(
                     sa.update(j)
                     .where(*which, *mine)
