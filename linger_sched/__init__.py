@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ParamSpec, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
 
 __version__ = "0.1.0"
 
-from .app import JobOptions, Linger, ScheduleInfo, Status, Task, default_app  # noqa: E402
-from .app import _TaskDecorator  # noqa: E402
-from .clock import Clock, FakeClock  # noqa: E402
-from .errors import (  # noqa: E402
-    ConfigError, ConfigErrors, JobArgumentsError, JobNotFoundError, JobOptionError, JobStateError, LingerError,
-    NaiveDatetimeError, ScheduleNotFoundError, SchemaError, SpecError, StoreError, UnknownTaskError,
+from .app import (
+    JobOptions,
+    Linger,
+    ScheduleInfo,
+    Status,
+    Task,
+    _TaskDecorator,
+    default_app,
 )
-from .store import Job  # noqa: E402
-from .worker import JobContext, current_job  # noqa: E402
+from .clock import Clock, FakeClock
+from .errors import (
+    ConfigError,
+    ConfigErrors,
+    JobArgumentsError,
+    JobNotFoundError,
+    JobOptionError,
+    JobStateError,
+    LingerError,
+    NaiveDatetimeError,
+    ScheduleNotFoundError,
+    SchemaError,
+    SpecError,
+    StoreError,
+    UnknownTaskError,
+)
+from .store import Job
+from .worker import JobContext, current_job
 
 _C = TypeVar("_C", bound=type)
 _P = ParamSpec("_P")

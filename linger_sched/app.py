@@ -6,30 +6,48 @@ import atexit
 import dataclasses
 import functools
 import logging
+import math
 import os
 import secrets
 import signal
 import socket
 import sys
-import math
 import threading
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Generic, Iterable, ParamSpec, Protocol, Sequence, TypeVar, cast, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .clock import Clock
 from .config import Settings, resolve
 from .errors import ConfigError, JobArgumentsError, JobOptionError, LingerError, NaiveDatetimeError, SpecError
+from .node import Node
 from .registry import (
-    INT32, MAX_QUEUE_LEN, MAX_TASK_NAME_LEN, MAX_UNIQUE_KEY_LEN, FileConfig, Registry, ScheduleDef, TaskDef,
-    build_schedule, check_int, check_name, describe_callable, import_modules, read_config_file,
-    schedules_from_config, seconds, task_name_of,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    INT32,
+    MAX_QUEUE_LEN,
+    MAX_TASK_NAME_LEN,
+    MAX_UNIQUE_KEY_LEN,
+    FileConfig,
+    Registry,
+    ScheduleDef,
+    TaskDef,
+    build_schedule,
+    check_int,
+    check_name,
+    describe_callable,
+    import_modules,
+    read_config_file,
+    schedules_from_config,
+    seconds,
+    task_name_of,
 )
 from .scheduler import Scheduler, SchedulerSettings, spec_from_row
 from .specs import parse_duration
 from .store import Job, Store, encode_args
-from .node import Node
 from .worker import Worker, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -46,11 +64,11 @@ MAX_DELAY = timedelta(days=36525)  # 100 years: a later run_at is a mistake, not
 class Task(Generic[P, R]):
     """A registered function: still callable directly, plus ``.enqueue()``."""
 
-    def __init__(self, app: "Linger", definition: TaskDef) -> None:
+    def __init__(self, app: Linger, definition: TaskDef) -> None:
         self.app = app
         self.definition = definition
         self.name = definition.name
-        functools.update_wrapper(self, definition.func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, definition.func)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return cast(R, self.definition.func(*args, **kwargs))
@@ -62,7 +80,7 @@ class Task(Generic[P, R]):
         and refused: use :meth:`options` then."""
         return self.app.enqueue(self, *args, **kwargs)
 
-    def options(self, **options: Any) -> "JobOptions":
+    def options(self, **options: Any) -> JobOptions:
         """Job options apart from the task's arguments, e.g.
         ``notify.options(queue="email").enqueue(user_id, queue="sms")`` (the second ``queue``
         is the task's own parameter)."""
@@ -78,7 +96,7 @@ class Task(Generic[P, R]):
 class JobOptions:
     """A task bound to job options: every keyword of :meth:`enqueue` is the task's own."""
 
-    def __init__(self, app: "Linger", task: Any, options: dict[str, Any]) -> None:
+    def __init__(self, app: Linger, task: Any, options: dict[str, Any]) -> None:
         unknown = set(options) - set(JOB_OPTIONS)
         if unknown:
             raise JobOptionError(f"unknown job option(s) {', '.join(sorted(unknown))} (allowed: {', '.join(JOB_OPTIONS)})")
@@ -348,9 +366,9 @@ class Linger:
             definition = TaskDef(
                 name=name,
                 func=fn,
-                queue=queue or "default",
+                queue=queue or DEFAULT_QUEUE,
                 priority=priority,
-                max_attempts=max_attempts or 3,
+                max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS,
                 # seconds() returns a float for a value that is not None
                 retry_backoff=cast(float, seconds(options.get("retry_backoff"), "retry_backoff")) if options.get("retry_backoff") is not None else 10.0,
                 timeout=seconds(options.get("timeout"), "timeout"),
@@ -449,10 +467,10 @@ class Linger:
         except RecursionError:
             raise JobArgumentsError(f"arguments of {name} are nested too deeply to be stored as JSON") from None
         queue, priority, max_attempts, unique_key = (options.get(k) for k in ("queue", "priority", "max_attempts", "unique_key"))
-        row["queue"] = _checked(check_name, queue, "queue", MAX_QUEUE_LEN) if queue is not None else (definition.queue if definition else "default")
-        row["priority"] = _checked(check_int, priority, "priority") if priority is not None else (definition.priority if definition else 0)
+        row["queue"] = _checked(check_name, queue, "queue", MAX_QUEUE_LEN) if queue is not None else (definition.queue if definition else DEFAULT_QUEUE)
+        row["priority"] = _checked(check_int, priority, "priority") if priority is not None else (definition.priority if definition else DEFAULT_PRIORITY)
         row["max_attempts"] = (_checked(check_int, max_attempts, "max_attempts", 1, INT32[1]) if max_attempts is not None
-                               else (definition.max_attempts if definition else 3))
+                               else (definition.max_attempts if definition else DEFAULT_MAX_ATTEMPTS))
         if unique_key is not None:
             if isinstance(unique_key, int) and not isinstance(unique_key, bool):
                 unique_key = str(unique_key)
@@ -604,8 +622,9 @@ class Linger:
         now = self.clock.now() if self.clock.authoritative else self.store.db_now()
         (job_id,) = self.store.enqueue(
             [{
-                "task": row.task, "args": row.args, "queue": opts.get("queue") or "default",
-                "priority": opts.get("priority") or 0, "max_attempts": opts.get("max_attempts") or 3,
+                "task": row.task, "args": row.args, "queue": opts.get("queue") or DEFAULT_QUEUE,
+                "priority": opts.get("priority") or DEFAULT_PRIORITY,
+                "max_attempts": opts.get("max_attempts") or DEFAULT_MAX_ATTEMPTS,
                 "run_at": now, "schedule_name": name, "scheduled_for": now, "reason": "manual",
             }],
             now=now,
@@ -664,7 +683,7 @@ class Linger:
         for hook in hooks:
             try:
                 hook()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("on_halt hook %r failed", hook)
 
     def start(self, concurrency: int | None = None, queues: Sequence[str] | None = None, *, worker: bool = True, scheduler: bool = True) -> None:

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 import sqlalchemy.exc
@@ -21,11 +22,19 @@ import sqlalchemy.exc
 from . import __version__
 from .app import Linger, default_app
 from .clock import UTC
-from .errors import (
-    ConfigError, JobArgumentsError, JobNotFoundError, JobStateError, LingerError, NaiveDatetimeError,
-    ScheduleNotFoundError, SchemaError, SpecError, UnknownTaskError,
-)
 from .config import MAX_CONCURRENCY, MAX_SECONDS
+from .errors import (
+    ConfigError,
+    JobArgumentsError,
+    JobNotFoundError,
+    JobStateError,
+    LingerError,
+    NaiveDatetimeError,
+    ScheduleNotFoundError,
+    SchemaError,
+    SpecError,
+    UnknownTaskError,
+)
 from .registry import Registry, allow_user_modules, import_modules, read_config_file, schedules_from_config
 from .specs import parse_duration
 from .store.dialect import mask_url
@@ -96,7 +105,7 @@ def app_object(app_path: str | None) -> Linger:
     mod, _, attr = app_path.partition(":")
     try:
         app = getattr(importlib.import_module(mod), attr or "app")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConfigError(f"cannot load app {app_path!r}: {type(exc).__name__}: {exc}", key="--app") from exc
     if not isinstance(app, Linger):
         raise ConfigError(f"{app_path!r} is not a linger_sched.Linger object", key="--app")
@@ -188,7 +197,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @click.version_option(__version__, prog_name="linger-sched")
 @common_options
 @click.pass_context
-def main(ctx: click.Context, **common: Any) -> None:
+def main(ctx: click.Context, /, **common: Any) -> None:
     """Background and recurring jobs out of a plain SQL table.
 
     The options below may be given before the command or after it (after wins)."""

@@ -52,6 +52,20 @@ class Clock:
         return stop.wait(seconds)
 
 
+def sleep(seconds: float) -> None:
+    """Pause this thread in real time (a retry's pause, a job's wait for its run_at): the one
+    place that sleeps, as :class:`Clock` is the one that reads time."""
+    if seconds > 0:
+        time.sleep(seconds)
+
+
+def backoff(failures: int, *, base: float = 1.0, cap: float = 60.0, jitter: float = 1.0) -> float:
+    """``base * 2**(failures-1) * jitter``, capped at ``cap``: the one exponential back-off of
+    every retry (database errors, outcome writes, job retries, restarts). Safe for any count."""
+    exponent = min(max(0, failures - 1), 64)
+    return min(cap, base * (2.0 ** exponent) * jitter)
+
+
 class FakeClock(Clock):
     """A clock for tests: time moves only when the test says so.
 

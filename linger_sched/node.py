@@ -13,11 +13,12 @@ import logging
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .clock import backoff
 from .errors import StoreError
-from .worker import backoff
 
 if TYPE_CHECKING:
     from .app import Linger
@@ -42,7 +43,7 @@ class _Loop:
         def main() -> None:
             try:
                 self.target(self.stop)
-            except BaseException as exc:  # noqa: BLE001 - recorded for the supervisor
+            except BaseException as exc:
                 self.error = exc
                 log.critical("thread %s died: %r", self.name, exc, exc_info=True, extra={"action": "thread_died"})
 
@@ -147,7 +148,7 @@ class Node:
             try:
                 self.app.store.listen(wake.set, stop)
                 failures = 0
-            except Exception as exc:  # noqa: BLE001 - polling stays the fallback meanwhile
+            except Exception as exc:
                 failures += 1
                 wait = backoff(failures, base=0.5, cap=10.0)
                 log.error("listening for new jobs failed: %s; retrying in %.1fs", exc, wait,
@@ -166,7 +167,7 @@ class Node:
                     if app.settings.keep_finished is not None:
                         app.store.prune(app.settings.keep_finished, now=app.clock.store_now())
                 failures = 0
-            except Exception as exc:  # noqa: BLE001 - the loop outlives every error
+            except Exception as exc:
                 failures += 1
                 log.error("housekeeping failed: %s", exc, exc_info=not isinstance(exc, StoreError),
                           extra={"action": "housekeeping_error"})

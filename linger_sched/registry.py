@@ -40,15 +40,21 @@ SCHEDULE_KEYS = (
 TOP_KEYS = ("database", "imports", "defaults", "schedules", "table_prefix", "concurrency", "queues")
 
 
+# the defaults of a job's options, in one place (tasks, schedules, enqueue, the store)
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 0
+DEFAULT_MAX_ATTEMPTS = 3
+
+
 @dataclass
 class TaskDef:
     """A registered task: a function, or a class whose instances have ``perform()``."""
 
     name: str
     func: Callable[..., Any]
-    queue: str = "default"
-    priority: int = 0
-    max_attempts: int = 3
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_backoff: float = 10.0
     timeout: float | None = None
     is_class: bool = False
@@ -521,7 +527,7 @@ class _LineLoader(yaml.SafeLoader):
                 self._compose_path.pop()
 
     def _compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1
         key = ".".join(self._compose_path) or None
         if isinstance(event, yaml.AliasEvent):
@@ -628,7 +634,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     return out
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 @dataclass

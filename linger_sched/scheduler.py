@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .clock import Clock
+from .clock import Clock, backoff
 from .errors import LingerError, SpecError, StoreError
-from .registry import ScheduleDef
+from .registry import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, ScheduleDef
 from .specs import CronSpec, IntervalSpec, parse_spec
 from .store import Lease, Occurrence, Plan, ScheduleRow, Store, encode_args
 
@@ -98,9 +98,9 @@ class Options:
     misfire_grace: float | None = None
     max_catch_up: int = 1000
     overlap: str = "skip"
-    queue: str = "default"
-    priority: int = 0
-    max_attempts: int = 3
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 def _int(raw: dict[str, Any], key: str, default: int, low: int, high: int = INT32_MAX) -> int:
@@ -144,13 +144,14 @@ def _parse_options(text: str | None) -> Options:
     if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float))
                               or not math.isfinite(grace) or grace < 0 or grace > 1e11):
         raise ValueError(f"options: misfire_grace must be a number of seconds, got {grace!r}")
-    queue = raw.get("queue") or "default"
+    queue = raw.get("queue") or DEFAULT_QUEUE
     if not isinstance(queue, str) or len(queue) > MAX_QUEUE_LEN or "\x00" in queue:
         raise ValueError(f"options: queue must be a string of at most {MAX_QUEUE_LEN} characters, got {queue!r:.100}")
     return Options(
         misfire=misfire, misfire_grace=None if grace is None else float(grace),
         max_catch_up=_int(raw, "max_catch_up", 1000, 1), overlap=overlap, queue=queue,
-        priority=_int(raw, "priority", 0, -INT32_MAX - 1), max_attempts=_int(raw, "max_attempts", 3, 1),
+        priority=_int(raw, "priority", DEFAULT_PRIORITY, -INT32_MAX - 1),
+        max_attempts=_int(raw, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1),
     )
 
 
@@ -835,7 +836,7 @@ class Scheduler:
                 failures = 0
             except Exception as exc:  # the loop must not die: logged with its traceback below
                 failures += 1
-                wait = min(10.0, self.settings.tick_interval * 2 ** min(failures - 1, 30))
+                wait = backoff(failures, base=self.settings.tick_interval, cap=10.0)
                 log.error("scheduler tick failed while %s: %s; retrying in %.1fs", self._doing, _describe(exc), wait,
                           exc_info=not isinstance(exc, StoreError),
                           extra={"action": "tick_error", "doing": self._doing})

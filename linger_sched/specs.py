@@ -299,7 +299,10 @@ class CronSpec:
         key = (length, first)
         if key in self._day_cache:
             return self._day_cache[key]
-        wd = lambda d: (first + d - 1) % 7
+
+        def wd(d: int) -> int:
+            return (first + d - 1) % 7
+
         special = {length} if self._dom_last else set()
         if self._dom_lw:
             special.add(length - {6: 1, 0: 2}.get(wd(length), 0))
@@ -468,10 +471,10 @@ class CronSpec:
         else:
             out = f"at minute {m} past " + ("every hour" if h in ("*", "?") else f"hour {h}")
         days = []
-        if not (dom in ("*", "?")):
+        if dom not in ("*", "?"):
             items = [self._dom_item(x) for x in dom.split(",")]
             days.append("on " + _join(items) + " of the month")
-        if not (dow in ("*", "?")):
+        if dow not in ("*", "?"):
             days.append("on " + _join([self._dow_item(x) for x in dow.split(",")], "or"))
         if days:
             out += " " + (" and " if self._and_rule else " or ").join(days)

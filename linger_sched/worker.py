@@ -15,14 +15,14 @@ import logging
 import queue as queue_mod
 import random
 import threading
-import time
 import traceback
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from .clock import Clock
+from .clock import Clock, backoff, sleep
 from .errors import JobArgumentsError, StoreError, UnknownTaskError
 from .registry import Registry
 from .store import Claimed, Store, decode_args
@@ -160,7 +160,7 @@ class Worker:
         self._running: dict[tuple[int, int], _Held] = {}
         self._unwritten: list[_Outcome] = []  # outcomes whose write failed for a passing reason
         self._write_retry_at = -1e18
-        self._write_delay = 0.05
+        self._write_failures = 0  # outcome writes failed in a row (for the retry's back-off)
         self._threads: list[threading.Thread] = []
         self._executing = 0  # pool threads inside _execute (the others are idle)
         self._loop: Any = None  # the asyncio loop of ``async def`` tasks, made for the first one
@@ -256,7 +256,7 @@ class Worker:
                 self.heartbeat()
                 failures = 0
                 wait = every
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive every error
+            except Exception as exc:
                 failures += 1
                 wait = backoff(failures, cap=every)
                 log.error("job heartbeat failed: %s; retrying in %.1fs", exc, wait,
@@ -336,12 +336,12 @@ class Worker:
             job, not_before = item
             early = not_before - self.clock.monotonic()
             if early > 0:  # claimed up to lead_time ahead of its run_at
-                time.sleep(early)
+                sleep(early)
             with self._lock:
                 self._executing += 1
             try:
                 self._execute(job)
-            except BaseException as exc:  # noqa: BLE001 - a pool thread never dies with its job
+            except BaseException as exc:
                 log.exception("internal error running job %s", job.id, extra={"action": "internal_error", "job_id": job.id})
                 self._report(_Outcome(job, False, f"internal error in the worker: {exc!r}", 0.0))
             finally:
@@ -535,7 +535,7 @@ class Worker:
             for o in written:
                 self._running.pop(o.key, None)
         if written:
-            self._write_delay = 0.05
+            self._write_failures = 0
         self._log_outcomes(written)
         return len(written)
 
@@ -569,10 +569,11 @@ class Worker:
         # The job keeps its lock (the heartbeat extends it) while its outcome waits: an outcome
         # that was reported is never lost to a passing database error.
         self._unwritten.extend(outcomes)
-        self._write_retry_at = self.clock.monotonic() + self._write_delay
+        self._write_failures += 1
+        delay = backoff(self._write_failures, base=0.05, cap=2.0)
+        self._write_retry_at = self.clock.monotonic() + delay
         log.warning("could not record %d job outcome(s) (%s); retrying in %.2fs", len(outcomes), exc,
-                    self._write_delay, extra={"action": "outcome_retry"})
-        self._write_delay = min(self._write_delay * 2, 2.0)
+                    delay, extra={"action": "outcome_retry"})
 
     def _log_outcomes(self, outcomes: list[_Outcome]) -> None:
         debug = log.isEnabledFor(logging.DEBUG)
@@ -618,7 +619,7 @@ class Worker:
                 try:
                     report = self.run_once()
                     failures = 0
-                except Exception as exc:  # noqa: BLE001 - the loop outlives every error
+                except Exception as exc:
                     # the database went away or a row is broken: back off (0.5 s doubling to
                     # 10 s) and try again; a node never exits because its database restarted
                     failures += 1
@@ -715,10 +716,3 @@ class Worker:
         if loop is not None and not self.busy:
             loop.call_soon_threadsafe(loop.stop)
         return handed
-
-
-def backoff(failures: int, *, base: float = 1.0, cap: float = 60.0, jitter: float = 1.0) -> float:
-    """``base * 2**(failures-1) * jitter``, capped at ``cap``: the one back-off of every retry
-    loop (database errors, outcome writes, job retries). Safe for any number of failures."""
-    exponent = min(max(0, failures - 1), 64)
-    return min(cap, base * (2.0 ** exponent) * jitter)
