@@ -51,6 +51,14 @@ def require_server(name: str) -> None:
         pytest.skip(f"{name} unreachable: {error}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the real clock (``real_app``) wait for real time: they are timing tests, marked
+    slow so that ``-m "not slow"`` is the quick, deterministic suite (CI runs both)."""
+    for item in items:
+        if "real_app" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_name" in metafunc.fixturenames:
         metafunc.parametrize("db_name", SELECTED, scope="function")
