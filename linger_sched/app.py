@@ -21,6 +21,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .clock import Clock
 from .config import Settings, resolve
+from .configfile import FileConfig, import_modules, read_config_file, schedules_from_config
 from .errors import ConfigError, JobArgumentsError, JobOptionError, LingerError, NaiveDatetimeError, SpecError
 from .node import Node
 from .registry import (
@@ -31,7 +32,6 @@ from .registry import (
     MAX_QUEUE_LEN,
     MAX_TASK_NAME_LEN,
     MAX_UNIQUE_KEY_LEN,
-    FileConfig,
     Registry,
     ScheduleDef,
     TaskDef,
@@ -39,9 +39,6 @@ from .registry import (
     check_int,
     check_name,
     describe_callable,
-    import_modules,
-    read_config_file,
-    schedules_from_config,
     seconds,
     task_name_of,
 )

@@ -23,6 +23,7 @@ from . import __version__
 from .app import Linger, default_app
 from .clock import UTC
 from .config import MAX_CONCURRENCY, MAX_SECONDS
+from .configfile import allow_user_modules, import_modules, read_config_file, schedules_from_config
 from .errors import (
     ConfigError,
     JobArgumentsError,
@@ -35,7 +36,7 @@ from .errors import (
     SpecError,
     UnknownTaskError,
 )
-from .registry import Registry, allow_user_modules, import_modules, read_config_file, schedules_from_config
+from .registry import Registry
 from .specs import parse_duration
 from .store.dialect import mask_url
 

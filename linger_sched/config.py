@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .configfile import FileConfig
 from .errors import ConfigError
-from .registry import FileConfig
 from .specs import parse_duration
 from .store.tables import check_table_prefix
 

@@ -9,7 +9,8 @@ import pytest
 
 from linger_sched import ConfigError, Linger
 from linger_sched.config import DEFAULT_DATABASE_URL, Settings, resolve
-from linger_sched.registry import FileConfig, Registry, TaskDef, read_config_file, schedules_from_config
+from linger_sched.configfile import FileConfig, read_config_file, schedules_from_config
+from linger_sched.registry import Registry, TaskDef
 
 
 def _noop(*args: object, **kwargs: object) -> None:

@@ -18,13 +18,9 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from linger_sched.configfile import read_config_file, schedules_from_config
 from linger_sched.errors import ConfigError, NaiveDatetimeError, SpecError
-from linger_sched.registry import (
-    Registry,
-    TaskDef,
-    read_config_file,
-    schedules_from_config,
-)
+from linger_sched.registry import Registry, TaskDef
 
 FUZZ = settings(derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

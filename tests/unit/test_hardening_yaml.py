@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from linger_sched import ConfigError, Linger
+from linger_sched.configfile import read_config_file, schedules_from_config
 from linger_sched.registry import (
     MAX_QUEUE_LEN,
     MAX_SCHEDULE_NAME_LEN,
@@ -23,8 +24,6 @@ from linger_sched.registry import (
     Registry,
     TaskDef,
     build_schedule,
-    read_config_file,
-    schedules_from_config,
 )
 
 
