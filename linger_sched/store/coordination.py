@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from ..errors import LingerError, ScheduleNotFoundError, StoreError
 from .store import JobStore, Lease
-from .tables import ACTIVE_STATES
+from .tables import ACTIVE_STATES, state_is
 
 
 @dataclass(frozen=True)
@@ -349,9 +349,12 @@ class Store(JobStore):
     def due_schedules(self, now: datetime | None = None, limit: int = 1000) -> list[ScheduleRow]:
         """Enabled, unpaused schedules with ``next_run_at <= now``, oldest first (index scan),
         each with ``active``: whether a job of it is queued or running (for ``overlap: skip``),
-        found by a correlated EXISTS on the (schedule_name, state) index in the same query."""
+        found by a correlated EXISTS on ``jobs_active_schedule_ix`` in the same query."""
         s, j = self.t.schedules, self.t.jobs
-        active = sa.exists().where(j.c.schedule_name == s.c.name, j.c.state.in_(ACTIVE_STATES))
+        if "active_schedule" in j.c:  # MySQL/MariaDB: the generated column (see tables._job_indexes)
+            active = sa.exists().where(j.c.active_schedule == s.c.name)
+        else:
+            active = sa.exists().where(j.c.schedule_name == s.c.name, state_is(j.c.state, *ACTIVE_STATES))
         stmt = (
             sa.select(*self._schedule_cols(), active)
             .where(s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at <= self._now(now))
@@ -513,15 +516,17 @@ class Store(JobStore):
         self._tx(run)
 
     def last_outcomes(self, names: Sequence[str]) -> dict[str, tuple[datetime | None, str]]:
-        """For each schedule, (scheduled_for, state) of its newest occurrence row."""
+        """For each schedule of ``names``, (scheduled_for, state) of its newest occurrence row
+        (the one with the highest id): one seek per schedule into ``jobs_schedule_ix``."""
         if not names:
             return {}
-        j = self.t.jobs
+        s, j = self.t.schedules, self.t.jobs
+        # ORDER BY id DESC LIMIT 1, not max(id): MariaDB reads one index entry for it in a
+        # correlated subquery, and every entry of the schedule for max()
         newest = (
-            sa.select(j.c.schedule_name, sa.func.max(j.c.id).label("id"))
-            .where(j.c.schedule_name.in_(list(names)))
-            .group_by(j.c.schedule_name)
-            .subquery()
+            sa.select(j.c.id).where(j.c.schedule_name == s.c.name).order_by(j.c.id.desc()).limit(1)
+            .correlate(s).scalar_subquery()
         )
-        stmt = sa.select(j.c.schedule_name, j.c.scheduled_for, j.c.state).join(newest, j.c.id == newest.c.id)
+        ids = sa.select(newest.label("id")).where(s.c.name.in_(list(names))).subquery("newest")
+        stmt = sa.select(j.c.schedule_name, j.c.scheduled_for, j.c.state).join(ids, j.c.id == ids.c.id)
         return {r[0]: (r[1], r[2]) for r in self._tx(lambda c: list(c.execute(stmt)))}

@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Callable, Sequence, Unpack, cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -149,6 +150,12 @@ class Dialect:
         self.is_mysql = self.name in MYSQL_NAMES
         self.server_version = ""
 
+    @property
+    def partial_indexes(self) -> bool:
+        """Whether the database has partial indexes (``CREATE INDEX ... WHERE``): SQLite and
+        PostgreSQL. MySQL/MariaDB get the closest equivalent (see ``tables._job_indexes``)."""
+        return not self.is_mysql
+
     def database_missing(self, engine: sa.Engine) -> bool:
         """True for a SQLite file that does not exist yet (connecting would create it)."""
         if not self.is_sqlite:
@@ -222,7 +229,7 @@ class Dialect:
                 if default is None or not default.is_scalar:
                     conn.execute(stmt, list(rows))
                     return
-                defaults[n] = default.arg  # type: ignore[attr-defined]
+                defaults[n] = default.arg
             rows = [{**defaults, **r} for r in rows]
         procs = [(n, _last_value_cache(compiled.binds[n].type.bind_processor(conn.dialect))) for n in names]
         if self.is_postgres and isinstance(stmt, sa.Insert):
@@ -285,32 +292,142 @@ class Dialect:
         self,
         conn: sa.Connection,
         jobs: sa.Table,
-        where: Sequence[sa.ColumnElement[bool]],
-        order_by: Sequence[sa.ColumnElement[Any]],
+        picks: Sequence[sa.Select[Any]],
+        order_by: Callable[[Any], Sequence[sa.ColumnElement[Any]]],
         limit: int,
         values: dict[str, Any],
         returning: Sequence[sa.ColumnElement[Any]],
-    ) -> list[sa.Row[Unpack[tuple[Any, ...]]]]:
-        """Mark up to ``limit`` rows matching ``where`` (in ``order_by``) with ``values``.
+    ) -> list[sa.Row[*tuple[Any, ...]]]:
+        """Mark up to ``limit`` rows with ``values``: the first ``limit`` in ``order_by`` of the
+        rows that ``picks`` select.
+
+        Each pick selects ``id`` and the columns of ``order_by`` (called with a column
+        collection: the pick's own, or a union's), ordered by them and limited to ``limit``:
+        one pick per named queue, so that each reads its queue's claim index in order and
+        a claim of several queues merges k rows per queue instead of sorting every queued row.
 
         Runs inside the caller's transaction and returns the claimed rows *after* the update.
         SQLite serializes writers, so one UPDATE ... RETURNING is race-free; PostgreSQL and
         MySQL/MariaDB lock the candidates with FOR UPDATE SKIP LOCKED so that concurrent
-        claimers take disjoint batches without waiting on each other.
+        claimers take disjoint batches without waiting on each other (with several picks,
+        candidates beyond the first ``limit`` stay locked until the claim commits).
         """
-        pick = sa.select(jobs.c.id).where(*where).order_by(*order_by).limit(limit)
+        if self.is_mysql:
+            # the ids first (MySQL/MariaDB cannot UPDATE a table it reads in a subquery, nor
+            # take LIMIT in an IN subquery): one locking SELECT per pick, merged here
+            rows: list[Any] = []
+            if len(picks) == 1:  # the id alone: pymysql converts each value in Python
+                rows.extend(conn.execute(picks[0].with_only_columns(jobs.c.id).with_for_update(skip_locked=True)))
+            else:
+                for pick in picks:
+                    rows.extend(conn.execute(pick.with_for_update(skip_locked=True)))
+                rows.sort(key=lambda r: tuple(order_by(r)))
+            ids = [r[0] for r in rows[:limit]]
+            if not ids:
+                return []
+            conn.execute(sa.update(jobs).where(jobs.c.id.in_(ids)).values(values))
+            return list(conn.execute(sa.select(*returning).where(jobs.c.id.in_(ids))))
+        lock = self.is_postgres
+        if len(picks) == 1:
+            chosen = picks[0].with_only_columns(jobs.c.id)
+            if lock:
+                chosen = chosen.with_for_update(skip_locked=True)
+        else:
+            arms = [(p.with_for_update(skip_locked=True) if lock else p).subquery() for p in picks]
+            union = sa.union_all(*[sa.select(*a.c) for a in arms]).subquery("picked_all")
+            chosen = sa.select(union.c.id).order_by(*order_by(union.c)).limit(limit)
         if self.is_sqlite:
-            stmt = sa.update(jobs).where(jobs.c.id.in_(pick.scalar_subquery())).values(values).returning(*returning)
+            stmt = sa.update(jobs).where(jobs.c.id.in_(chosen.scalar_subquery())).values(values).returning(*returning)
             return list(conn.execute(stmt))
+        cte = chosen.cte("picked")
+        stmt = sa.update(jobs).where(jobs.c.id == cte.c.id).values(values).returning(*returning)
+        return list(conn.execute(stmt))
+
+    # -- schema changes -----------------------------------------------------------------
+    def replace_job_table(
+        self, conn: sa.Connection, table: sa.Table, *, drop_indexes: Sequence[str], drop_constraints: Sequence[str],
+        drop_columns: Sequence[str], rename_indexes: dict[str, str],
+    ) -> None:
+        """Move an existing job table to the definition of ``table`` (same name) inside the
+        caller's transaction, keeping every row: the indexes and unique constraints named in
+        ``drop_*`` (those that exist) and the columns in ``drop_columns`` go; the indexes of
+        ``table`` that are missing are created (unique ones are checked against the rows; a
+        duplicate fails the whole change), with the columns of ``table`` that are missing. ``rename_indexes`` (old -> new): where the
+        database keeps an index as it is under a new name (MySQL/MariaDB, whose unique keys
+        do not change).
+
+        SQLite cannot drop a column that a UNIQUE constraint of the table uses, nor the
+        constraint: the table is rebuilt (create the new one, copy every row, drop the old
+        one, rename), all in the transaction. PostgreSQL: DROP CONSTRAINT / INDEX / COLUMN,
+        CREATE INDEX, transactional. MySQL/MariaDB: one ALTER TABLE with every change, which
+        InnoDB applies atomically (DDL commits by itself there)."""
+        insp = sa.inspect(conn)
+        name = table.name
+        quote = conn.dialect.identifier_preparer.quote
+        have_cols = {c["name"] for c in insp.get_columns(name)}
+        have_ix = {i["name"] for i in insp.get_indexes(name)}
+        have_uq = {u["name"] for u in insp.get_unique_constraints(name)}
+        if self.is_sqlite:
+            self._rebuild_sqlite_table(conn, table, have_cols)
+            return
         if self.is_postgres:
-            cte = pick.with_for_update(skip_locked=True).cte("picked")
-            stmt = sa.update(jobs).where(jobs.c.id == cte.c.id).values(values).returning(*returning)
-            return list(conn.execute(stmt))
-        ids = [r[0] for r in conn.execute(pick.with_for_update(skip_locked=True))]
-        if not ids:
-            return []
-        conn.execute(sa.update(jobs).where(jobs.c.id.in_(ids)).values(values))
-        return list(conn.execute(sa.select(*returning).where(jobs.c.id.in_(ids))))
+            for con in drop_constraints:
+                if con in have_uq or con in have_ix:
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(name)} DROP CONSTRAINT IF EXISTS {quote(con)}")
+            for ix in drop_indexes:
+                if ix in have_ix:
+                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {quote(ix)}")
+            for col in drop_columns:
+                if col in have_cols:
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(name)} DROP COLUMN {quote(col)}")
+            have_ix = {i["name"] for i in sa.inspect(conn).get_indexes(name)}
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                if index.name not in have_ix:
+                    index.create(conn)
+            return
+        # MySQL/MariaDB: one atomic ALTER TABLE, with the columns the new indexes need
+        parts: list[str] = []
+        for col in drop_columns:
+            if col in have_cols:
+                parts.append(f"DROP COLUMN {quote(col)}")
+        for column in table.columns:
+            if column.name not in have_cols:
+                parts.append(f"ADD COLUMN {sa.schema.CreateColumn(column).compile(dialect=conn.dialect)}")
+        renamed = set()
+        for old, new in rename_indexes.items():
+            if (old in have_ix or old in have_uq) and new not in have_ix:
+                parts.append(f"RENAME INDEX {quote(old)} TO {quote(new)}")
+                renamed.add(new)
+        for ix in (*drop_indexes, *drop_constraints):
+            if (ix in have_ix or ix in have_uq) and ix not in rename_indexes:
+                parts.append(f"DROP INDEX {quote(ix)}")
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if index.name in have_ix or index.name in renamed:
+                continue
+            cols = ", ".join(quote(c.name) for c in index.columns)
+            parts.append(f"ADD {'UNIQUE ' if index.unique else ''}INDEX {quote(str(index.name))} ({cols})")
+        if parts:
+            conn.exec_driver_sql(f"ALTER TABLE {quote(name)} " + ", ".join(parts))
+
+    def _rebuild_sqlite_table(self, conn: sa.Connection, table: sa.Table, have_cols: set[str]) -> None:
+        name = table.name
+        quote = conn.dialect.identifier_preparer.quote
+        temp = f"{name}__rebuild"
+        md = sa.MetaData()
+        new = sa.Table(temp, md, *[c._copy() for c in table.columns],
+                       *[con._copy() for con in table.constraints if isinstance(con, sa.CheckConstraint)])
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(temp)}")
+        new.create(conn)
+        cols = ", ".join(quote(c.name) for c in table.columns if c.name in have_cols and c.computed is None)
+        conn.exec_driver_sql(f"INSERT INTO {quote(temp)} ({cols}) SELECT {cols} FROM {quote(name)}")
+        before = conn.exec_driver_sql(f"SELECT count(*) FROM {quote(name)}").scalar_one()
+        after = conn.exec_driver_sql(f"SELECT count(*) FROM {quote(temp)}").scalar_one()
+        if before != after:  # cannot happen; never drop a row on the strength of "cannot happen"
+            raise RuntimeError(f"rebuilding {name}: copied {after} of {before} rows")
+        conn.exec_driver_sql(f"DROP TABLE {quote(name)}")
+        conn.exec_driver_sql(f"ALTER TABLE {quote(temp)} RENAME TO {quote(name)}")
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            index.create(conn)
 
     # -- wake-ups across processes (PostgreSQL LISTEN/NOTIFY) ---------------------------
     @property

@@ -13,16 +13,28 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from ..clock import sleep
 from ..errors import JobArgumentsError, JobNotFoundError, JobStateError, SchemaError, StoreError
 from .dialect import Dialect, create_engine, mask_url
-from .tables import SCHEMA_VERSION, UTCDateTime, build_metadata, check_table_prefix
+from .tables import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    JOB_STATES,
+    LEGACY_JOB_CONSTRAINTS,
+    LEGACY_JOB_INDEXES,
+    SCHEMA_VERSION,
+    UTCDateTime,
+    build_metadata,
+    check_table_prefix,
+    state_is,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,7 +158,7 @@ class JobStore:
         self.prefix = check_table_prefix(table_prefix)
         self.engine = engine if engine is not None else create_engine(url)
         self.dialect = Dialect(self.engine)
-        self.metadata, self.t = build_metadata(table_prefix)
+        self.metadata, self.t = build_metadata(table_prefix, partial_indexes=self.dialect.partial_indexes)
         self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL), quoted by the dialect
         self._db_now: dict[float, sa.ColumnElement[Any]] = {}
         j = self.t.jobs
@@ -179,7 +191,7 @@ class JobStore:
                     return fn(conn)
             except sa.exc.DBAPIError as exc:
                 if self.dialect.is_retryable(exc) and attempt < retries - 1:
-                    time.sleep(delay)
+                    sleep(delay)
                     delay = min(delay * 2, 0.5)
                     continue
                 detail = mask_url(str(exc.orig))
@@ -236,7 +248,7 @@ class JobStore:
             self._tx(run)
         except StoreError:
             # two nodes creating the same table at once: the loser's CREATE fails; check again
-            time.sleep(0.2)
+            sleep(0.2)
             self._tx(run)
 
     def schema_version(self) -> int | None:
@@ -259,7 +271,12 @@ class JobStore:
                 f"the database schema is version {before}, newer than this linger-sched ({SCHEMA_VERSION}); upgrade the package"
             )
         self.install_schema()  # tables that are missing, with their indexes
-        self._tx(self._add_missing)  # columns and indexes added to tables that exist
+        self._tx(self._missing_columns)  # a column that cannot be added: SchemaError before any change
+        # version 3: the job table's partial indexes, first: the job table is rebuilt (SQLite) or
+        # changed by one ALTER TABLE with the columns it lacks (MySQL/MariaDB, atomic)
+        self._tx(self._migrate_jobs)
+        self._tx(self._add_missing_columns)  # columns added to tables that exist
+        self._tx(self._add_missing_indexes)  # indexes added to tables that exist
 
         def bump(conn: sa.Connection) -> None:
             conn.execute(sa.update(self.t.meta).where(self.t.meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
@@ -267,13 +284,28 @@ class JobStore:
         self._tx(bump)
         return before, SCHEMA_VERSION
 
-    def _add_missing(self, conn: sa.Connection) -> None:
-        """Additive migrations: every column and index of the current tables that an older
-        install lacks is added, and on MySQL/MariaDB a TEXT column that is LONGTEXT now is
-        widened. A new column must be nullable or have a server default, since the table may
-        hold rows: one that is neither raises :class:`SchemaError` before anything changes."""
-        insp = sa.inspect(conn)
+    def _add_missing_columns(self, conn: sa.Connection) -> None:
+        """Additive migrations: every column of the current tables that an older install
+        lacks is added, and on MySQL/MariaDB a TEXT column that is LONGTEXT now is widened.
+        A new column must be nullable or have a server default, since the table may hold
+        rows: one that is neither raises :class:`SchemaError` before anything changes."""
         quote = conn.dialect.identifier_preparer.quote
+        missing, widen = self._missing_columns(conn)
+        for table, col in missing:
+            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {ddl}")
+            log.info("schema upgrade: added column %s.%s", table.name, col.name)
+        for table, col in widen:
+            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} MODIFY COLUMN {ddl}")
+            log.info("schema upgrade: widened column %s.%s", table.name, col.name)
+
+    def _missing_columns(
+        self, conn: sa.Connection
+    ) -> tuple[list[tuple[sa.Table, sa.Column[Any]]], list[tuple[sa.Table, sa.Column[Any]]]]:
+        """(columns to add, TEXT columns to widen), or :class:`SchemaError` for a column that
+        cannot be added to a table with rows."""
+        insp = sa.inspect(conn)
         missing: list[tuple[sa.Table, sa.Column[Any]]] = []
         widen: list[tuple[sa.Table, sa.Column[Any]]] = []
         for table in self.metadata.sorted_tables:
@@ -289,14 +321,36 @@ class JobStore:
                     missing.append((table, col))
                 elif self.dialect.is_mysql and self._narrower_text(have[col.name]["type"], col, conn.dialect):
                     widen.append((table, col))
-        for table, col in missing:
-            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {ddl}")
-            log.info("schema upgrade: added column %s.%s", table.name, col.name)
-        for table, col in widen:
-            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} MODIFY COLUMN {ddl}")
-            log.info("schema upgrade: widened column %s.%s", table.name, col.name)
+        return missing, widen
+
+    def _migrate_jobs(self, conn: sa.Connection) -> None:
+        """Version 3: the job table's indexes of versions 0 to 2 (full indexes led by
+        ``state``, unique constraints on (schedule_name, scheduled_for) and on the generated
+        ``active_key``) give way to partial ones, and ``active_key`` goes where a partial
+        unique index replaces it (see ``tables._job_indexes``). Every row is kept, and so is
+        every unique guarantee: the new unique indexes are built, and checked, in the same
+        transaction (one atomic ALTER TABLE on MySQL/MariaDB). Does nothing on a table that
+        has none of the old names left (a fresh or an upgraded install)."""
+        jobs, p = self.t.jobs, self.prefix
+        insp = sa.inspect(conn)
+        have = {i["name"] for i in insp.get_indexes(jobs.name)} | {u["name"] for u in insp.get_unique_constraints(jobs.name)}
+        cols = {c["name"] for c in insp.get_columns(jobs.name)}
+        old_ix = [p + n for n in LEGACY_JOB_INDEXES]
+        old_uq = [p + n for n in LEGACY_JOB_CONSTRAINTS]
+        drop_cols = [c for c in ("active_key",) if c in cols and c not in jobs.c]
+        if not have & {*old_ix, *old_uq} and not drop_cols:
+            return
+        # MySQL/MariaDB keep full indexes: the old ones are the new ones under new names
+        same = {"jobs_claim_ix": "jobs_queued_ix", "jobs_ready_ix": "jobs_next_ix", "jobs_lock_ix": "jobs_running_ix",
+                "jobs_occurrence_uq": "jobs_occurrence_ux", "jobs_active_key_uq": "jobs_unique_key_ux"}
+        rename = {} if self.dialect.partial_indexes else {p + old: p + new for old, new in same.items()}
+        self.dialect.replace_job_table(conn, jobs, drop_indexes=old_ix, drop_constraints=old_uq,
+                                       drop_columns=drop_cols, rename_indexes=rename)
+        log.info("schema upgrade: %s moved to partial indexes", jobs.name)
+
+    def _add_missing_indexes(self, conn: sa.Connection) -> None:
+        """Every index of the current tables that an older install lacks is created."""
+        insp = sa.inspect(conn)
         for table in self.metadata.sorted_tables:
             have_ix = {ix["name"] for ix in insp.get_indexes(table.name)}
             have_ix |= {uc["name"] for uc in insp.get_unique_constraints(table.name)}
@@ -330,7 +384,8 @@ class JobStore:
 
     def db_now(self) -> datetime:
         """The database's current UTC time."""
-        return self._tx(lambda c: c.execute(sa.select(self.dialect.now())).scalar_one())
+        now: datetime = self._tx(lambda c: c.execute(sa.select(self.dialect.now())).scalar_one())
+        return now
 
     # -- jobs: producers ----------------------------------------------------------------
     def enqueue(self, rows: list[dict[str, Any]], now: datetime | None = None) -> list[int]:
@@ -402,10 +457,29 @@ class JobStore:
                 res = conn.execute(stmt)
                 if res.lastrowid:
                     return int(res.lastrowid)
-            existing = conn.execute(sa.select(j.c.id).where(j.c.active_key == unique_key)).first()
+            existing = conn.execute(sa.select(j.c.id).where(self._holds_key(unique_key))).first()
             if existing is not None:
                 return int(existing[0])
         raise StoreError(f"could not enqueue job with unique_key {unique_key!r}")
+
+    def _finished(self, *states: str) -> sa.ColumnElement[bool]:
+        """The condition "the job is in one of the finished ``states``", in the form the
+        history index (jobs_done_ix) serves: on ``state``, or on the generated
+        ``finished_state`` column (MySQL/MariaDB)."""
+        return state_is(self._finished_col, *states)
+
+    @property
+    def _finished_col(self) -> sa.ColumnElement[Any]:
+        j = self.t.jobs
+        return j.c.finished_state if "finished_state" in j.c else j.c.state
+
+    def _holds_key(self, key: str) -> sa.ColumnElement[bool]:
+        """The condition "a queued or running job with unique_key ``key``", as the unique index
+        serves it: the partial one, or the generated ``active_key`` column (MySQL/MariaDB)."""
+        j = self.t.jobs
+        if "active_key" in j.c:
+            return j.c.active_key == key
+        return sa.and_(j.c.unique_key == key, state_is(j.c.state, *ACTIVE_STATES))
 
     # -- jobs: workers ------------------------------------------------------------------
     def claim(
@@ -420,9 +494,14 @@ class JobStore:
         if limit <= 0:
             return []
         j = self.t.jobs
-        where = [j.c.state == "queued", j.c.run_at <= self._now(now, ahead)]
-        if queues:
-            where.append(j.c.queue.in_(list(queues)))
+        due = (state_is(j.c.state, "queued"), j.c.run_at <= self._now(now, ahead))
+        # one pick per named queue, each reading jobs_queued_ix in claim order; every queue:
+        # jobs_next_ix
+        picks = [
+            sa.select(j.c.id, j.c.priority, j.c.run_at).where(*due, *([j.c.queue == q] if q is not None else []))
+            .order_by(j.c.priority, j.c.run_at, j.c.id).limit(limit)
+            for q in (sorted(set(queues)) if queues else [None])
+        ]
         values = {
             "state": "running",
             "locked_by": node,
@@ -434,7 +513,7 @@ class JobStore:
 
         def run(conn: sa.Connection) -> list[Claimed]:
             cols = (*self._claim_cols, sa.type_coerce(self._now(now), UTCDateTime()).label("claimed_at"))
-            rows = self.dialect.claim(conn, j, where, (j.c.priority, j.c.run_at, j.c.id), limit, values, cols)
+            rows = self.dialect.claim(conn, j, picks, lambda c: (c.priority, c.run_at, c.id), limit, values, cols)
             out = [Claimed(*r) for r in rows]
             out.sort(key=claim_order)
             return out
@@ -442,24 +521,45 @@ class JobStore:
         return self._tx(run)
 
     def next_due(self, queues: Sequence[str] | None, now: datetime | None = None) -> tuple[datetime | None, datetime]:
-        """(earliest run_at of a queued job in ``queues``, the store's now): how long to sleep."""
-        j = self.t.jobs
-        stmt = sa.select(sa.func.min(j.c.run_at), self._now(now)).where(j.c.state == "queued")
-        if queues:
-            stmt = stmt.where(j.c.queue.in_(list(queues)))
+        """(earliest run_at of a queued job in ``queues``, the store's now): how long to sleep.
+
+        The claim indexes are in (priority, run_at) order, so the earliest run_at is the
+        least of the first run_at of each priority: a loose index scan (a recursive query
+        that seeks from one priority to the next) reads two index entries per distinct
+        priority of the queued jobs, however many jobs are queued."""
+        # one statement per queue, each with the store's now (one round trip for one queue)
+        stmts = [self._earliest_run_at(q).add_columns(self._now(now))
+                 for q in (sorted(set(queues)) if queues else [None])]
 
         def run(conn: sa.Connection) -> tuple[datetime | None, datetime]:
-            row = conn.execute(stmt).one()
-            earliest = row[0]
-            if isinstance(earliest, str):  # min() over a TypeDecorator column loses the type on SQLite
-                earliest = datetime.fromisoformat(earliest)
-            if earliest is not None and earliest.tzinfo is None:
-                from datetime import timezone
-
-                earliest = earliest.replace(tzinfo=timezone.utc)
-            return earliest, row[1]
+            found = [conn.execute(stmt).one() for stmt in stmts]
+            times = [self._as_time(t) for t, _ in found if t is not None]
+            return (min(times) if times else None), found[0][1]
 
         return self._tx(run)
+
+    @staticmethod
+    def _as_time(value: datetime | str) -> datetime:
+        """min() over a TypeDecorator column loses the type on SQLite: stored text, naive."""
+        from datetime import timezone
+
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+    def _earliest_run_at(self, queue: str | None) -> sa.Select[Any]:
+        """SELECT the earliest run_at of the queued jobs (of ``queue``), seeking priority by
+        priority through jobs_next_ix (jobs_queued_ix for a queue)."""
+        j = self.t.jobs
+        base = [state_is(j.c.state, "queued"), *([j.c.queue == queue] if queue is not None else [])]
+        # ORDER BY ... LIMIT 1 rather than min(): MariaDB reads one index entry for it in a
+        # correlated subquery, and the whole range for min()
+        lowest = sa.select(j.c.priority).where(*base).order_by(j.c.priority).limit(1).scalar_subquery()
+        pri = sa.select(lowest.label("p")).cte("pri", recursive=True)
+        following = sa.select(j.c.priority).where(*base, j.c.priority > pri.c.p).order_by(j.c.priority).limit(1)
+        pri = pri.union_all(sa.select(following.scalar_subquery()).where(pri.c.p.is_not(None)))
+        first = sa.select(j.c.run_at).where(*base, j.c.priority == pri.c.p).order_by(j.c.run_at).limit(1).scalar_subquery()
+        return sa.select(sa.func.min(first)).where(pri.c.p.is_not(None))
 
     def extend(self, node: str, lease_ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None) -> int:
         """Heartbeat: push ``locked_until`` to ``now + lease_ttl`` for the jobs ``node`` runs
@@ -473,7 +573,7 @@ class JobStore:
     def _held_by(self, node: str, ids: Sequence[int] | None) -> sa.Update | None:
         """UPDATE of the running jobs ``node`` holds (only ``ids`` when given; None for no ids)."""
         j = self.t.jobs
-        stmt = sa.update(j).where(j.c.state == "running", j.c.locked_by == node)
+        stmt = sa.update(j).where(state_is(j.c.state, "running"), j.c.locked_by == node)
         if ids is None:
             return stmt
         return stmt.where(j.c.id.in_(list(ids))) if ids else None
@@ -497,7 +597,7 @@ class JobStore:
         alone. Returns the ids that were not recorded for that reason: (succeeded, failed).
         """
         j = self.t.jobs
-        mine = (j.c.state == "running", j.c.locked_by == node)
+        mine = (state_is(j.c.state, "running"), j.c.locked_by == node)
 
         def same_attempt(job_id: int) -> tuple[sa.ColumnElement[bool], ...]:
             if attempts is None or job_id not in attempts:
@@ -565,7 +665,7 @@ class JobStore:
 
         Returns ``(id, dead node, new state)`` for each rescued job."""
         j = self.t.jobs
-        expired = (j.c.state == "running", j.c.locked_until < self._now(now))
+        expired = (state_is(j.c.state, "running"), j.c.locked_until < self._now(now))  # jobs_running_ix
 
         def run(conn: sa.Connection) -> list[tuple[int, str | None, str]]:
             pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts).where(*expired).limit(limit)
@@ -629,25 +729,98 @@ class JobStore:
         queue: str | None = None,
         newest_first: bool = True,
     ) -> list[Job]:
+        """Up to ``limit`` jobs (all with 0) matching every filter given, newest first (by id;
+        oldest first with ``newest_first=False``). An unknown ``state`` matches nothing.
+
+        Reads an index in id order for each shape: by state (``jobs_done_ix`` for a finished
+        state; the running ones are few), by schedule (``jobs_schedule_ix``), by task or
+        queue (``jobs_task_ix`` / ``jobs_queue_ix``; where those hold finished rows only, the
+        finished rows through them and the queued and running ones apart, newest of both)."""
         j = self.t.jobs
-        stmt = sa.select(j)
-        if state:
-            stmt = stmt.where(j.c.state == state)
+        if state is not None and state not in JOB_STATES:
+            return []
+        filters: list[sa.ColumnElement[bool]] = []
         if task:
-            stmt = stmt.where(j.c.task == task)
+            filters.append(j.c.task == task)
         if schedule_name:
-            stmt = stmt.where(j.c.schedule_name == schedule_name)
+            filters.append(j.c.schedule_name == schedule_name)
         if queue:
-            stmt = stmt.where(j.c.queue == queue)
-        stmt = stmt.order_by(j.c.id.desc() if newest_first else j.c.id.asc())
-        if limit:
-            stmt = stmt.limit(limit)
+            filters.append(j.c.queue == queue)
+
+        def rows(*states: str) -> tuple[sa.Select[Any], sa.ColumnElement[int]]:
+            """SELECT of the job rows in ``states`` (any with none) that match the filters,
+            and its id column."""
+            if states and set(states) <= set(FINISHED_STATES):
+                where = [*filters, self._finished(*states)]
+            else:
+                where = [*filters, state_is(j.c.state, *states)] if states else filters
+            if states == ("running",):
+                # through jobs_running_ix, then sorted: the running jobs are few, and SQLite
+                # would rather walk the primary key in id order through every row. OFFSET 0
+                # keeps the subquery apart (SQLite, PostgreSQL do not merge it into the outer one)
+                fenced = sa.select(j).where(*where).offset(0).subquery("running")
+                return sa.select(fenced), fenced.c.id
+            return sa.select(j).where(*where), j.c.id
+
+        def ordered(stmt: sa.Select[Any], id_col: sa.ColumnElement[int]) -> sa.Select[Any]:
+            stmt = stmt.order_by(id_col.desc() if newest_first else id_col.asc())
+            return stmt.limit(limit) if limit else stmt
+
+        stmt = ordered(*rows(*([state] if state else [])))
+        if limit and not state and not schedule_name and (task and self._finished_only("jobs_task_ix")
+                                                          or queue and self._finished_only("jobs_queue_ix")):
+            # the index holds finished rows only: read them through it, the queued and the
+            # running ones apart (each in id order), and keep the first of the three
+            arms = []
+            for group in (FINISHED_STATES, ("queued",), ("running",)):
+                sel, id_col = rows(*group)
+                arms.append(ordered(sel.with_only_columns(id_col), id_col).subquery())
+            union = sa.union_all(*[sa.select(a.c.id) for a in arms]).subquery("arms")
+            first = ordered(sa.select(union.c.id), union.c.id).subquery("newest")
+            # a join, not IN: MariaDB takes no LIMIT in an IN subquery
+            stmt = sa.select(j).join(first, j.c.id == first.c.id).order_by(j.c.id.desc() if newest_first else j.c.id.asc())
         return [self._job(r) for r in self._tx(lambda c: list(c.execute(stmt)))]
 
+    def _finished_only(self, index: str) -> bool:
+        """Whether the job index ``index`` (its name after the prefix) holds finished rows only
+        on this database (a partial index ``WHERE state = 'succeeded' OR ...``)."""
+        for ix in self.t.jobs.indexes:
+            if ix.name == self.prefix + index:
+                return ix.dialect_kwargs.get(f"{self.dialect.name}_where") is not None
+        return False
+
     def count_by_state(self) -> dict[str, int]:
+        """``{state: number of jobs}`` for the states that have jobs: each count reads one
+        index (``jobs_next_ix``, ``jobs_running_ix``, ``jobs_done_ix``), never the whole
+        table (SQLite 3.40 also reads the rows of the queued and running jobs: it does not
+        take a partial index as covering the ``state`` of its own WHERE)."""
         j = self.t.jobs
-        stmt = sa.select(j.c.state, sa.func.count()).group_by(j.c.state)
-        return {s: n for s, n in self._tx(lambda c: list(c.execute(stmt)))}
+        stmt = sa.union_all(
+            sa.select(sa.literal_column("'queued'", sa.String()), sa.func.count()).where(state_is(j.c.state, "queued")),
+            sa.select(sa.literal_column("'running'", sa.String()), sa.func.count()).where(state_is(j.c.state, "running")),
+            sa.select(self._finished_col, sa.func.count()).where(self._finished(*FINISHED_STATES)).group_by(self._finished_col),
+        )
+        return {s: n for s, n in self._tx(lambda c: list(c.execute(stmt))) if n}
+
+    def count_by_queue_and_state(self) -> dict[tuple[str, str], int]:
+        """``{(queue, state): number of jobs}`` for the pairs that have jobs: the queued ones
+        through ``jobs_queued_ix`` (in queue order), the running ones through
+        ``jobs_running_ix``, the finished ones through ``jobs_queue_ix`` (or ``jobs_done_ix``;
+        MySQL/MariaDB: ``jobs_queued_ix``)."""
+        j = self.t.jobs
+        # OFFSET 0: a subquery of its own, so that SQLite reads jobs_running_ix, not the
+        # whole table in queue order
+        running = sa.select(j.c.queue).where(state_is(j.c.state, "running")).offset(0).subquery("running")
+        stmt = sa.union_all(
+            sa.select(j.c.queue, sa.literal_column("'queued'", sa.String()), sa.func.count())
+            .where(state_is(j.c.state, "queued")).group_by(j.c.queue),
+            sa.select(running.c.queue, sa.literal_column("'running'", sa.String()), sa.func.count()).group_by(running.c.queue),
+            # on state, not finished_state: MySQL/MariaDB count these through jobs_queued_ix
+            # (state, queue, ...), which holds every row there
+            sa.select(j.c.queue, j.c.state, sa.func.count())
+            .where(state_is(j.c.state, *FINISHED_STATES)).group_by(j.c.queue, j.c.state),
+        )
+        return {(q, s): n for q, s, n in self._tx(lambda c: list(c.execute(stmt)))}
 
     @staticmethod
     def _impossible_id(job_id: int) -> bool:
@@ -666,7 +839,7 @@ class JobStore:
         j = self.t.jobs
 
         def holder_of(conn: sa.Connection, key: str) -> int | None:
-            got = conn.execute(sa.select(j.c.id).where(j.c.active_key == key, j.c.id != job_id).limit(1)).first()
+            got = conn.execute(sa.select(j.c.id).where(self._holds_key(key), j.c.id != job_id).limit(1)).first()
             return None if got is None else int(got[0])
 
         def key_held(key: str, holder: int | None) -> JobStateError:
@@ -715,7 +888,8 @@ class JobStore:
 
         def run(conn: sa.Connection) -> None:
             n = conn.execute(
-                sa.update(j).where(j.c.id == job_id, j.c.state == "queued").values(state="cancelled", finished_at=self._now(now))
+                sa.update(j).where(j.c.id == job_id, state_is(j.c.state, "queued")).values(
+                    state="cancelled", finished_at=self._now(now))
             ).rowcount
             if n == 0:
                 row = conn.execute(sa.select(j.c.state).where(j.c.id == job_id)).first()
@@ -728,15 +902,28 @@ class JobStore:
 
     def prune(self, older_than: float, now: datetime | None = None, limit: int = 10000) -> int:
         """Delete finished jobs (succeeded, cancelled) that finished more than ``older_than``
-        seconds ago. Failed and skipped rows are kept for inspection."""
+        seconds ago, up to ``limit`` of each state per call. Failed and skipped rows are kept
+        for inspection.
+
+        Reads the ``limit`` oldest rows of each state (by id, through ``jobs_done_ix``) and
+        deletes those among them that finished long enough ago, so a call costs O(limit)
+        whatever the history holds; rows finish in about id order, and one that finished late
+        is left for a later call."""
         j = self.t.jobs
         cutoff = self._now(now, -older_than)
-        pick = sa.select(j.c.id).where(j.c.state.in_(("succeeded", "cancelled")), j.c.finished_at < cutoff).limit(limit)
+        picks = []
+        for state in ("succeeded", "cancelled"):
+            oldest = sa.select(j.c.id, j.c.finished_at).where(self._finished(state)).order_by(j.c.id).limit(limit)
+            sq = oldest.subquery()
+            picks.append(sa.select(sq.c.id).where(sq.c.finished_at < cutoff))
 
         def run(conn: sa.Connection) -> int:
-            ids = [r[0] for r in conn.execute(pick)]
+            ids = [r[0] for pick in picks for r in conn.execute(pick)]
             if not ids:
                 return 0
-            return conn.execute(sa.delete(j).where(j.c.id.in_(ids))).rowcount
+            n = 0
+            for i in range(0, len(ids), 1000):
+                n += conn.execute(sa.delete(j).where(j.c.id.in_(ids[i:i + 1000]))).rowcount
+            return n
 
         return self._tx(run)

@@ -12,10 +12,12 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..errors import ConfigError
 
-SCHEMA_VERSION = 2  # 2: schedule errors, nodes' declared schedules, server defaults, LONGTEXT
+# 2: schedule errors, nodes' declared schedules, server defaults, LONGTEXT
+# 3: partial, sparse job indexes (PostgreSQL, SQLite); no active_key column there
+SCHEMA_VERSION = 3
 
 # The longest table prefix: every table, index and constraint name is the prefix plus at most
-# 31 characters (``jobs_schedule_state_ix`` is 22), within PostgreSQL's 63 and MySQL's 64.
+# 31 characters (``jobs_active_schedule_ix`` is 23), within PostgreSQL's 63 and MySQL's 64.
 TABLE_PREFIX_MAX = 32
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -59,6 +61,21 @@ LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("queued", "running")
+FINISHED_STATES = ("succeeded", "failed", "cancelled", "skipped")  # terminal: the history
+
+
+def state_is(state: sa.ColumnElement[Any], *states: str) -> sa.ColumnElement[bool]:
+    """``state = 'a'``, or ``(state = 'a' OR state = 'b' ...)``, with the states as literals.
+
+    Partial indexes are declared with this form and every query that must read one writes its
+    condition with it: SQLite uses a partial index only when it can prove the index's WHERE
+    from the query's (``state = 'failed'`` proves ``state = 'failed' OR ...``; an ``IN`` list
+    proves only the identical ``IN`` list), and PostgreSQL cannot prove it from a bound
+    parameter under a generic (prepared) plan."""
+    if not states or any(s not in JOB_STATES for s in states):
+        raise ValueError(f"not job states: {states!r}")
+    terms = [state == sa.literal_column(f"'{s}'", sa.String()) for s in states]
+    return terms[0] if len(terms) == 1 else sa.or_(*terms).self_group()
 
 
 class _SQLiteDateTime(sqlite.DATETIME):
@@ -80,7 +97,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(_SQLiteDateTime())
+            return dialect.type_descriptor(_SQLiteDateTime())  # type: ignore[no-untyped-call]
         return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
@@ -102,11 +119,31 @@ def _ts(name: str, **kw: object) -> sa.Column[datetime]:
     return sa.Column(name, UTCDateTime(), **kw)  # type: ignore[arg-type]
 
 
-def build_metadata(prefix: str = "linger_") -> tuple[sa.MetaData, "Tables"]:
+def build_metadata(prefix: str = "linger_", *, partial_indexes: bool = True) -> tuple[sa.MetaData, Tables]:
     """The tables of one installation, named ``<prefix>jobs`` etc. Every ``sa.Text()`` column
-    becomes :data:`LONG_TEXT` (LONGTEXT on MySQL/MariaDB)."""
+    becomes :data:`LONG_TEXT` (LONGTEXT on MySQL/MariaDB).
+
+    ``partial_indexes``: whether the database has partial indexes (SQLite, PostgreSQL; see
+    :meth:`~linger_sched.store.dialect.Dialect.partial_indexes`); without them (MySQL/MariaDB)
+    the job table gets the closest equivalent (see :func:`_job_indexes`)."""
     check_table_prefix(prefix)
     md = sa.MetaData()
+    extra: list[Any] = []
+    if not partial_indexes:
+        # Without partial indexes, generated columns that are NULL outside of what a partial
+        # index would hold: an index on one is only rewritten when its value changes.
+        # active_key: the unique_key while the job is queued or running (a plain unique index
+        # on it gives "one active job per key"); active_schedule: likewise the schedule_name
+        # (overlap); finished_state: the state once it is final (the history by state).
+        def generated(name: str, length: int, expr: str) -> sa.Column[Any]:
+            return sa.Column(name, sa.String(length), sa.Computed(expr, persisted=True))
+
+        extra += [
+            generated("active_key", 191, "CASE WHEN state IN ('queued', 'running') THEN unique_key END"),
+            generated("active_schedule", 191, "CASE WHEN state IN ('queued', 'running') THEN schedule_name END"),
+            generated("finished_state", 16,
+                      "CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'skipped') THEN state END"),
+        ]
     jobs = sa.Table(
         f"{prefix}jobs",
         md,
@@ -129,30 +166,16 @@ def build_metadata(prefix: str = "linger_") -> tuple[sa.MetaData, "Tables"]:
         sa.Column("occurrences", sa.Integer(), nullable=False, default=1, server_default=sa.text("1")),
         sa.Column("reason", sa.String(255)),
         sa.Column("unique_key", sa.String(191)),
-        # Set while the job is queued or running, NULL otherwise: a plain unique index on it
-        # gives "one active job per key" on every dialect (MySQL has no partial indexes).
-        sa.Column(
-            "active_key",
-            sa.String(191),
-            sa.Computed("CASE WHEN state IN ('queued', 'running') THEN unique_key END", persisted=True),
-        ),
+        *extra,
         _ts("created_at", nullable=False),
         _ts("started_at"),
         _ts("finished_at"),
-        sa.UniqueConstraint("schedule_name", "scheduled_for", name=f"{prefix}jobs_occurrence_uq"),
-        sa.UniqueConstraint("active_key", name=f"{prefix}jobs_active_key_uq"),
         sa.CheckConstraint(
             "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'skipped')",
             name=f"{prefix}jobs_state_ck",
         ),
     )
-    # claims in (priority, run_at, id) order read an index in that order: a worker of named
-    # queues reads claim_ix, a worker of every queue (the default) reads ready_ix; either way a
-    # claim costs O(batch), not a sort of every queued row
-    sa.Index(f"{prefix}jobs_claim_ix", jobs.c.state, jobs.c.queue, jobs.c.priority, jobs.c.run_at, jobs.c.id)
-    sa.Index(f"{prefix}jobs_ready_ix", jobs.c.state, jobs.c.priority, jobs.c.run_at, jobs.c.id)
-    sa.Index(f"{prefix}jobs_lock_ix", jobs.c.state, jobs.c.locked_until)
-    sa.Index(f"{prefix}jobs_schedule_state_ix", jobs.c.schedule_name, jobs.c.state)
+    _job_indexes(jobs, prefix, partial_indexes)
 
     schedules = sa.Table(
         f"{prefix}schedules",
@@ -215,6 +238,92 @@ def build_metadata(prefix: str = "linger_") -> tuple[sa.MetaData, "Tables"]:
             if type(col.type) is sa.Text:
                 col.type = LONG_TEXT
     return md, Tables(jobs, schedules, leases, nodes, meta)
+
+
+# The index names of schema version 2 and older, dropped by ``db upgrade`` (the unique ones
+# were table constraints).
+LEGACY_JOB_INDEXES = ("jobs_claim_ix", "jobs_ready_ix", "jobs_lock_ix", "jobs_schedule_state_ix")
+LEGACY_JOB_CONSTRAINTS = ("jobs_occurrence_uq", "jobs_active_key_uq")
+
+
+def _job_indexes(jobs: sa.Table, prefix: str, partial: bool) -> None:
+    """The job table's indexes.
+
+    With partial indexes (SQLite, PostgreSQL) every index holds only the rows it serves, so a
+    claim or a finish rewrites as few index entries as possible:
+
+    ========================  =====================================  ==========================
+    name (after the prefix)   key                                    rows
+    ========================  =====================================  ==========================
+    jobs_queued_ix            queue, priority, run_at, id            queued: claim of named
+                                                                     queues, next_due, counts
+    jobs_next_ix              priority, run_at, id                   queued: claim of every
+                                                                     queue, next_due
+    jobs_running_ix           locked_until                           running: rescue
+    jobs_occurrence_ux        UNIQUE schedule_name, scheduled_for    scheduled rows
+    jobs_unique_key_ux        UNIQUE unique_key                      queued or running with a key
+    jobs_active_schedule_ix   schedule_name, state                   scheduled, queued or
+                                                                     running: overlap
+    jobs_schedule_ix          schedule_name, id                      scheduled rows: history of
+                                                                     a schedule, last outcome
+    jobs_done_ix              state, id                              finished rows: newest by
+                                                                     state, counts, prune
+    jobs_task_ix              task, id                               SQLite: all; PostgreSQL:
+                                                                     finished rows
+    jobs_queue_ix             queue, id (PostgreSQL: INCLUDE state)  SQLite: all; PostgreSQL:
+                                                                     finished rows
+    ========================  =====================================  ==========================
+
+    ``jobs_task_ix`` and ``jobs_queue_ix`` cover every row on SQLite: their columns never
+    change, and SQLite leaves an index alone when an UPDATE changes none of its columns (or
+    of its WHERE), so they cost one entry per enqueue; as partial indexes over finished rows
+    they would cost one per finish, in the hot loop. PostgreSQL writes a new entry into every
+    index whose WHERE the new row version satisfies on each UPDATE that changes an indexed
+    column (``state`` is one: no claim or finish is a HOT update), so there they hold
+    finished rows only.
+
+    Without partial indexes (MySQL/MariaDB) the same names hold the closest equivalent: the
+    claim and lock keys start with ``state`` (rewritten by every claim and finish: InnoDB
+    rewrites an index entry when one of its columns changes); the unique key, the overlap key
+    and the history by state are on generated columns that are NULL outside the rows a
+    partial index would hold (``active_key``, ``active_schedule``, ``finished_state``), so
+    that a claim leaves them alone (a finish rewrites ``finished_state``'s); the (task, id),
+    (queue, id), (schedule_name, id) and occurrence keys never change after the insert."""
+    c = jobs.c
+    if not partial:
+        sa.Index(f"{prefix}jobs_queued_ix", c.state, c.queue, c.priority, c.run_at, c.id)
+        sa.Index(f"{prefix}jobs_next_ix", c.state, c.priority, c.run_at, c.id)
+        sa.Index(f"{prefix}jobs_running_ix", c.state, c.locked_until)
+        sa.Index(f"{prefix}jobs_occurrence_ux", c.schedule_name, c.scheduled_for, unique=True)
+        sa.Index(f"{prefix}jobs_unique_key_ux", c.active_key, unique=True)
+        sa.Index(f"{prefix}jobs_active_schedule_ix", c.active_schedule)
+        sa.Index(f"{prefix}jobs_schedule_ix", c.schedule_name, c.id)
+        sa.Index(f"{prefix}jobs_done_ix", c.finished_state, c.id)
+        sa.Index(f"{prefix}jobs_task_ix", c.task, c.id)
+        sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id)
+        return
+
+    def where(cond: sa.ColumnElement[bool], *, sqlite: bool = True) -> dict[str, Any]:
+        return {"postgresql_where": cond, **({"sqlite_where": cond} if sqlite else {})}
+
+    queued, running = state_is(c.state, "queued"), state_is(c.state, "running")
+    active, finished = state_is(c.state, *ACTIVE_STATES), state_is(c.state, *FINISHED_STATES)
+    scheduled = c.schedule_name.is_not(None)
+    sa.Index(f"{prefix}jobs_queued_ix", c.queue, c.priority, c.run_at, c.id, **where(queued))
+    sa.Index(f"{prefix}jobs_next_ix", c.priority, c.run_at, c.id, **where(queued))
+    sa.Index(f"{prefix}jobs_running_ix", c.locked_until, **where(running))
+    # insert-if-absent (ON CONFLICT DO NOTHING, no target) works with partial unique indexes
+    sa.Index(f"{prefix}jobs_occurrence_ux", c.schedule_name, c.scheduled_for, unique=True, **where(scheduled))
+    sa.Index(f"{prefix}jobs_unique_key_ux", c.unique_key, unique=True,
+             **where(sa.and_(c.unique_key.is_not(None), active)))
+    # state in the key: SQLite prefers it to jobs_schedule_ix for "queued or running" (two
+    # constrained columns against one) without statistics
+    sa.Index(f"{prefix}jobs_active_schedule_ix", c.schedule_name, c.state, **where(sa.and_(scheduled, active)))
+    sa.Index(f"{prefix}jobs_schedule_ix", c.schedule_name, c.id, **where(scheduled))
+    sa.Index(f"{prefix}jobs_done_ix", c.state, c.id, **where(finished))
+    sa.Index(f"{prefix}jobs_task_ix", c.task, c.id, **where(finished, sqlite=False))
+    # PostgreSQL: INCLUDE (state) makes counts by queue and state index-only scans
+    sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id, postgresql_include=["state"], **where(finished, sqlite=False))
 
 
 class Tables:

@@ -1,59 +1,183 @@
-"""`db upgrade` brings an older install to the current schema: afterwards it equals a fresh one,
-and every row the old tables held is still there with the same values."""
+"""`db upgrade` brings an older install to the current schema: afterwards it has the shape of a
+fresh one, every row the old tables held is still there with the same values, and every unique
+guarantee holds (one active job per unique_key, one row per occurrence).
+
+The old installs are built from a frozen copy of the tables as they were: schema version 2
+(today's main before partial indexes: the generated ``active_key`` column with a unique
+constraint, the occurrence unique constraint, full indexes led by ``state``), and versions 1 and
+0 (fewer columns, plain TEXT without server defaults, fewer indexes).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from linger_sched.errors import StoreError
 from linger_sched.store import SCHEMA_VERSION, Store, encode_args
+from linger_sched.store.tables import LONG_TEXT, TextDefault, UTCDateTime
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
-# The first release's tables (schema version 0): the columns and indexes it had. Everything
-# else in today's tables was added since and must be added by the upgrade, on tables with rows.
-LEGACY_COLUMNS = {
-    "jobs": ("id", "task", "args", "queue", "priority", "state", "run_at", "attempts", "max_attempts", "locked_by",
-             "locked_until", "last_error", "schedule_name", "scheduled_for", "unique_key", "active_key", "created_at",
-             "started_at", "finished_at"),
-    "schedules": ("name", "task", "spec", "tz", "anchor", "args", "options", "next_run_at", "last_run_at", "paused",
-                  "enabled", "spec_hash", "updated_at"),
-    "leases": ("name", "holder", "epoch", "acquired_at", "expires_at"),
-    "nodes": ("id", "host", "pid", "roles", "registry_hash", "version", "started_at", "heartbeat_at"),
-    "meta": ("key", "value"),
+
+# -- the previous schemas, frozen ------------------------------------------------------------
+def _ts(name: str, **kw: Any) -> sa.Column[Any]:
+    return sa.Column(name, UTCDateTime(), **kw)
+
+
+def build_v2_metadata(prefix: str) -> sa.MetaData:
+    """The tables exactly as schema version 2 (linger-sched before partial indexes) made them."""
+    md = sa.MetaData()
+    jobs = sa.Table(
+        f"{prefix}jobs",
+        md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("task", sa.String(255), nullable=False),
+        sa.Column("args", sa.Text(), nullable=False, default="{}", server_default=TextDefault("{}")),
+        sa.Column("queue", sa.String(64), nullable=False, default="default", server_default="default"),
+        sa.Column("priority", sa.Integer(), nullable=False, default=0, server_default=sa.text("0")),
+        sa.Column("state", sa.String(16), nullable=False, default="queued", server_default="queued"),
+        _ts("run_at", nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False, default=0, server_default=sa.text("0")),
+        sa.Column("max_attempts", sa.Integer(), nullable=False, default=3, server_default=sa.text("3")),
+        sa.Column("locked_by", sa.String(128)),
+        _ts("locked_until"),
+        sa.Column("last_error", sa.Text()),
+        sa.Column("schedule_name", sa.String(191)),
+        _ts("scheduled_for"),
+        sa.Column("occurrences", sa.Integer(), nullable=False, default=1, server_default=sa.text("1")),
+        sa.Column("reason", sa.String(255)),
+        sa.Column("unique_key", sa.String(191)),
+        sa.Column(
+            "active_key",
+            sa.String(191),
+            sa.Computed("CASE WHEN state IN ('queued', 'running') THEN unique_key END", persisted=True),
+        ),
+        _ts("created_at", nullable=False),
+        _ts("started_at"),
+        _ts("finished_at"),
+        sa.UniqueConstraint("schedule_name", "scheduled_for", name=f"{prefix}jobs_occurrence_uq"),
+        sa.UniqueConstraint("active_key", name=f"{prefix}jobs_active_key_uq"),
+        sa.CheckConstraint(
+            "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'skipped')",
+            name=f"{prefix}jobs_state_ck",
+        ),
+    )
+    sa.Index(f"{prefix}jobs_claim_ix", jobs.c.state, jobs.c.queue, jobs.c.priority, jobs.c.run_at, jobs.c.id)
+    sa.Index(f"{prefix}jobs_ready_ix", jobs.c.state, jobs.c.priority, jobs.c.run_at, jobs.c.id)
+    sa.Index(f"{prefix}jobs_lock_ix", jobs.c.state, jobs.c.locked_until)
+    sa.Index(f"{prefix}jobs_schedule_state_ix", jobs.c.schedule_name, jobs.c.state)
+    schedules = sa.Table(
+        f"{prefix}schedules",
+        md,
+        sa.Column("name", sa.String(191), primary_key=True),
+        sa.Column("task", sa.String(255), nullable=False),
+        sa.Column("spec", sa.String(255), nullable=False),
+        sa.Column("tz", sa.String(64), nullable=False, default="UTC", server_default="UTC"),
+        _ts("anchor"),
+        sa.Column("args", sa.Text(), nullable=False, default="{}", server_default=TextDefault("{}")),
+        sa.Column("options", sa.Text(), nullable=False, default="{}", server_default=TextDefault("{}")),
+        _ts("next_run_at"),
+        _ts("last_run_at"),
+        sa.Column("paused", sa.Boolean(), nullable=False, default=False, server_default=sa.false()),
+        sa.Column("enabled", sa.Boolean(), nullable=False, default=True, server_default=sa.true()),
+        sa.Column("spec_hash", sa.String(64), nullable=False),
+        _ts("updated_at", nullable=False),
+        sa.Column("error", sa.Text()),
+        _ts("error_since"),
+        _ts("retry_from"),
+        sa.Column("disabled_reason", sa.String(255)),
+    )
+    sa.Index(f"{prefix}schedules_due_ix", schedules.c.enabled, schedules.c.paused, schedules.c.next_run_at)
+    sa.Table(
+        f"{prefix}leases",
+        md,
+        sa.Column("name", sa.String(191), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("epoch", sa.BigInteger(), nullable=False, default=1, server_default=sa.text("1")),
+        _ts("acquired_at", nullable=False),
+        _ts("expires_at", nullable=False),
+    )
+    sa.Table(
+        f"{prefix}nodes",
+        md,
+        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("roles", sa.String(64), nullable=False),
+        sa.Column("registry_hash", sa.String(64)),
+        sa.Column("version", sa.String(32)),
+        _ts("started_at", nullable=False),
+        _ts("heartbeat_at", nullable=False),
+        sa.Column("schedules", sa.Text()),
+    )
+    sa.Table(
+        f"{prefix}meta",
+        md,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(255), nullable=False),
+    )
+    for table in md.tables.values():
+        for col in table.columns:
+            if type(col.type) is sa.Text:
+                col.type = LONG_TEXT
+    return md
+
+
+# What versions 1 and 0 lacked of version 2 (0: the first release): columns, and the indexes
+# they had. Their text columns were plain TEXT (64 KB on MySQL) without server defaults.
+MISSING_COLUMNS = {
+    1: {"schedules": {"error", "error_since", "retry_from", "disabled_reason"}, "nodes": {"schedules"}},
+    0: {"schedules": {"error", "error_since", "retry_from", "disabled_reason"}, "nodes": {"schedules"},
+        "jobs": {"occurrences", "reason"}},
 }
-LEGACY_INDEXES = ("jobs_claim_ix", "jobs_lock_ix", "schedules_due_ix")
+INDEXES = {
+    1: {"jobs_claim_ix", "jobs_ready_ix", "jobs_lock_ix", "jobs_schedule_state_ix", "schedules_due_ix"},
+    0: {"jobs_claim_ix", "jobs_lock_ix", "schedules_due_ix"},
+}
 
 
-def legacy_column(c: sa.Column[Any]) -> sa.Column[Any]:
-    """``c`` as the first release declared it: plain TEXT (64 KB on MySQL), no server default."""
-    typ = sa.Text() if isinstance(c.type, sa.Text) else c.type
+def old_column(c: sa.Column[Any]) -> sa.Column[Any]:
+    """``c`` as versions 0 and 1 declared it: plain TEXT, no server default."""
+    typ = sa.Text() if isinstance(c.type, sa.Text) or c.type is LONG_TEXT else c.type
     extra = [c.computed._copy()] if c.computed is not None else []
     return sa.Column(c.name, typ, *extra, primary_key=c.primary_key, nullable=c.nullable, autoincrement=c.autoincrement)
 
 
-def create_legacy_install(store: Store) -> sa.MetaData:
-    md = sa.MetaData()
+def create_old_install(store: Store, version: int, *, without: str | None = None) -> dict[str, sa.Table]:
+    """The tables of schema ``version`` (0, 1 or 2) for ``store``'s prefix, by short name
+    (``without``: that job table constraint left out)."""
     p = store.prefix
-    for table in store.metadata.sorted_tables:
-        keep = LEGACY_COLUMNS[table.name[len(p):]]
-        constraints: list[Any] = []
-        for con in table.constraints:
-            if isinstance(con, sa.UniqueConstraint) and isinstance(con.name, str):
-                constraints.append(sa.UniqueConstraint(*[col.name for col in con.columns], name=con.name))
-            elif isinstance(con, sa.CheckConstraint) and isinstance(con.name, str):
-                constraints.append(sa.CheckConstraint(str(con.sqltext), name=con.name))
-        legacy = sa.Table(table.name, md, *[legacy_column(c) for c in table.columns if c.name in keep], *constraints)
-        for ix in table.indexes:
-            if isinstance(ix.name, str) and ix.name[len(p):] in LEGACY_INDEXES:
-                sa.Index(ix.name, *[legacy.c[col.name] for col in ix.columns])
+    v2 = build_v2_metadata(p)
+    if without is not None:
+        jobs = v2.tables[p + "jobs"]
+        jobs.constraints = {c for c in jobs.constraints if c.name != p + without}
+    if version == 2:
+        md = v2
+    else:
+        md = sa.MetaData()
+        for table in v2.sorted_tables:
+            short = table.name[len(p):]
+            missing = MISSING_COLUMNS[version].get(short, set())
+            constraints: list[Any] = []
+            for con in table.constraints:
+                if isinstance(con, sa.UniqueConstraint) and isinstance(con.name, str):
+                    constraints.append(sa.UniqueConstraint(*[col.name for col in con.columns], name=con.name))
+                elif isinstance(con, sa.CheckConstraint) and isinstance(con.name, str):
+                    constraints.append(sa.CheckConstraint(str(con.sqltext), name=con.name))
+            t = sa.Table(table.name, md, *[old_column(c) for c in table.columns if c.name not in missing], *constraints)
+            for ix in table.indexes:
+                if isinstance(ix.name, str) and ix.name[len(p):] in INDEXES[version]:
+                    sa.Index(ix.name, *[t.c[col.name] for col in ix.columns])
     with store.engine.begin() as conn:
         md.create_all(conn)
-    return md
+    return {name[len(p):]: table for name, table in md.tables.items()}
 
 
+# -- the rows --------------------------------------------------------------------------------
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
@@ -63,88 +187,155 @@ def job_row(i: int, state: str, **extra: Any) -> dict[str, Any]:
         "id": i, "task": f"task{i}", "args": encode_args([i, "x"], {"k": i}), "queue": "default", "priority": i - 3,
         "state": state, "run_at": at(i), "attempts": 0, "max_attempts": 3, "locked_by": None, "locked_until": None,
         "last_error": None, "schedule_name": None, "scheduled_for": None, "unique_key": None, "created_at": at(-100),
-        "started_at": None, "finished_at": None,
+        "started_at": None, "finished_at": None, "occurrences": 1, "reason": None,
     }
     row.update(extra)
     return row
 
 
-LEGACY_JOBS = [
+OLD_JOBS = [
     job_row(1, "queued", unique_key="only-one", run_at=at(-10)),
     job_row(2, "queued", run_at=at(3600), queue="mail", priority=-7),
-    job_row(3, "running", attempts=1, locked_by="node-a", locked_until=at(30), started_at=at(-5)),
-    job_row(4, "succeeded", attempts=1, started_at=at(-50), finished_at=at(-40)),
-    job_row(5, "failed", attempts=3, max_attempts=3, last_error="Traceback ...\nValueError: nope", finished_at=at(-30)),
-    job_row(6, "cancelled", finished_at=at(-20)),
-    job_row(7, "skipped", schedule_name="nightly", scheduled_for=at(-86400), finished_at=at(-86400)),
+    job_row(3, "running", attempts=1, locked_by="node-a", locked_until=at(30), started_at=at(-5), unique_key="held-r"),
+    job_row(4, "succeeded", attempts=1, started_at=at(-50), finished_at=at(-40), unique_key="held-r"),
+    job_row(5, "failed", attempts=3, max_attempts=3, last_error="Traceback ...\nValueError: nope", finished_at=at(-30),
+            unique_key="only-one"),
+    job_row(6, "cancelled", finished_at=at(-20), unique_key="released"),
+    job_row(7, "skipped", schedule_name="nightly", scheduled_for=at(-86400), finished_at=at(-86400), occurrences=3,
+            reason="overlap"),
     job_row(8, "succeeded", schedule_name="nightly", scheduled_for=at(-3600), attempts=1, finished_at=at(-3500)),
+    job_row(9, "queued", schedule_name="nightly", scheduled_for=at(-60), run_at=at(-60), queue="reports"),
+    job_row(10, "running", schedule_name="hourly", scheduled_for=at(-5), attempts=2, locked_by="node-b",
+            locked_until=at(25), started_at=at(-4), last_error="lease expired"),
+    job_row(11, "failed", schedule_name="hourly", scheduled_for=at(-3605), attempts=3, finished_at=at(-3000),
+            unique_key="held-q"),
+    job_row(12, "queued", unique_key="held-q", priority=5, run_at=at(7200)),
 ]
-LEGACY_SCHEDULE = {
+OLD_SCHEDULE = {
     "name": "nightly", "task": "task7", "spec": "0 3 * * *", "tz": "Europe/Berlin", "anchor": None,
     "args": encode_args([1], {"a": "b"}), "options": '{"queue": "reports"}', "next_run_at": at(50_000),
     "last_run_at": at(-3600), "paused": True, "enabled": True, "spec_hash": "abc123", "updated_at": at(-7200),
 }
-LEGACY_LEASE = {"name": "leader", "holder": "node-a", "epoch": 7, "acquired_at": at(-600), "expires_at": at(30)}
-LEGACY_NODE = {"id": "node-a", "host": "web1", "pid": 4242, "roles": "scheduler,worker", "registry_hash": "r1",
-               "version": "0.1.0", "started_at": at(-600), "heartbeat_at": at(-1)}
+OLD_LEASE = {"name": "leader", "holder": "node-a", "epoch": 7, "acquired_at": at(-600), "expires_at": at(30)}
+OLD_NODE = {"id": "node-a", "host": "web1", "pid": 4242, "roles": "scheduler,worker", "registry_hash": "r1",
+            "version": "0.1.0", "started_at": at(-600), "heartbeat_at": at(-1)}
 
 
-def shape(store: Store) -> dict[str, tuple[set[tuple[str, bool]], set[str]]]:
+def fill_old_install(store: Store, tables: dict[str, sa.Table], version: int) -> None:
+    def only(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k in table.c}
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(tables["jobs"]), [only(tables["jobs"], r) for r in OLD_JOBS])
+        conn.execute(sa.insert(tables["schedules"]), [only(tables["schedules"], OLD_SCHEDULE)])
+        conn.execute(sa.insert(tables["leases"]), [OLD_LEASE])
+        conn.execute(sa.insert(tables["nodes"]), [only(tables["nodes"], OLD_NODE)])
+        conn.execute(sa.insert(tables["meta"]).values(key="schema_version", value=str(version)))
+        if conn.dialect.name == "postgresql":  # the rows were inserted with their ids: move the sequence on
+            name = tables["jobs"].name
+            conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), {len(OLD_JOBS)})"))
+
+
+# -- shape -----------------------------------------------------------------------------------
+def shape(store: Store, rename: Any = lambda name: name) -> dict[str, Any]:
+    """Per table: the columns (name, nullable, generated expression) and the indexes and unique
+    constraints (name, columns, unique, partial WHERE, included columns), names passed through
+    ``rename``."""
     insp = sa.inspect(store.engine)
     out = {}
     for table in store.metadata.sorted_tables:
-        cols = {(c["name"], bool(c["nullable"])) for c in insp.get_columns(table.name)}
-        ixs = {i["name"] for i in insp.get_indexes(table.name)} | {u["name"] for u in insp.get_unique_constraints(table.name)}
-        out[table.name] = (cols, {i for i in ixs if i})
+        cols = set()
+        for c in insp.get_columns(table.name):
+            computed = c.get("computed")
+            cols.add((c["name"], bool(c["nullable"]), " ".join(str(computed["sqltext"]).split()) if computed else None))
+        ixs = set()
+        for ix in insp.get_indexes(table.name):
+            opts = ix.get("dialect_options", {})
+            where = opts.get("postgresql_where", opts.get("sqlite_where"))
+            ixs.add((rename(ix["name"]), tuple(ix["column_names"]), bool(ix["unique"]),
+                     " ".join(str(where).split()) if where is not None else None,
+                     tuple(opts.get("postgresql_include", ()))))
+        for uc in insp.get_unique_constraints(table.name):
+            ixs.add((rename(uc["name"]), tuple(uc["column_names"]), True, "constraint", ()))
+        out[rename(table.name)] = (cols, ixs)
     return out
 
 
-def test_upgrade_of_an_older_install_with_rows_equals_a_fresh_install_and_keeps_every_row(db_url: str, prefix: str) -> None:
+def job_rows(store: Store) -> dict[int, dict[str, Any]]:
+    j = store.t.jobs
+    with store.engine.connect() as conn:
+        return {r.id: dict(r._mapping) for r in conn.execute(sa.select(*[c for c in j.c if c.computed is None]))}
+
+
+# -- the test --------------------------------------------------------------------------------
+@pytest.mark.parametrize("version", [2, 1, 0])
+def test_upgrade_keeps_every_row_and_unique_guarantee_and_equals_a_fresh_install(
+    db_url: str, prefix: str, version: int
+) -> None:
     fresh = Store(db_url, table_prefix=prefix + "f_")
     old = Store(db_url, table_prefix=prefix + "o_")
     try:
         fresh.install_schema()
-        md = create_legacy_install(old)
-        legacy = {name[len(old.prefix):]: table for name, table in md.tables.items()}
-        with old.engine.begin() as conn:
-            conn.execute(sa.insert(legacy["jobs"]), LEGACY_JOBS)
-            conn.execute(sa.insert(legacy["schedules"]), [LEGACY_SCHEDULE])
-            conn.execute(sa.insert(legacy["leases"]), [LEGACY_LEASE])
-            conn.execute(sa.insert(legacy["nodes"]), [LEGACY_NODE])
-            conn.execute(sa.insert(legacy["meta"]).values(key="schema_version", value="0"))
-            if conn.dialect.name == "postgresql":  # the rows were inserted with their ids: move the sequence on
-                jobs = legacy["jobs"].name
-                conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('\"{jobs}\"', 'id'), {len(LEGACY_JOBS)})"))
-        assert old.schema_version() == 0
+        tables = create_old_install(old, version)
+        fill_old_install(old, tables, version)
+        assert old.schema_version() == version
 
-        before, after = old.upgrade_schema()
-        assert (before, after) == (0, SCHEMA_VERSION)
+        assert old.upgrade_schema() == (version, SCHEMA_VERSION)
 
         rename = lambda name: name.replace(prefix + "o_", prefix + "f_")  # noqa: E731
-        got = {rename(t): (cols, {rename(i) for i in ixs}) for t, (cols, ixs) in shape(old).items()}
-        assert got == shape(fresh)
+        assert shape(old, rename) == shape(fresh)
         old.check_schema()
+        if not old.dialect.is_mysql:
+            assert "active_key" not in {c["name"] for c in sa.inspect(old.engine).get_columns(old.t.jobs.name)}
 
-        # every row survived with its values; the added columns hold their defaults
-        for row in LEGACY_JOBS:
+        # every row survived with every value; the columns the old version lacked hold their defaults
+        assert job_rows(old) == {r["id"]: r for r in OLD_JOBS} if version > 0 else {
+            r["id"]: {**r, "occurrences": 1, "reason": None} for r in OLD_JOBS}
+        for row in OLD_JOBS:
             job = old.get_job(row["id"])
-            expected = dict(row)
-            args = expected.pop("args")
-            assert (job.args, job.kwargs) == ([row["id"], "x"], {"k": row["id"]}), args
-            assert {k: getattr(job, k) for k in expected} == expected
-            assert (job.occurrences, job.reason) == (1, None)
+            assert (job.args, job.kwargs) == ([row["id"], "x"], {"k": row["id"]})
         schedule = old.get_schedule("nightly")
-        assert {k: getattr(schedule, k) for k in LEGACY_SCHEDULE} == LEGACY_SCHEDULE
+        assert {k: getattr(schedule, k) for k in OLD_SCHEDULE} == OLD_SCHEDULE
+        assert (schedule.error, schedule.disabled_reason) == (None, None)
         lease = old.get_lease("leader")
         assert lease is not None and (lease.holder, lease.epoch, lease.expires_at) == ("node-a", 7, at(30))
         (node,) = old.list_nodes()
-        assert {k: getattr(node, k) for k in LEGACY_NODE if hasattr(node, k)} == {
-            k: v for k, v in LEGACY_NODE.items() if hasattr(node, k)}
+        assert {k: getattr(node, k) for k in OLD_NODE} == OLD_NODE
 
-        # the upgraded tables work: the unique key still holds, claims see the old rows, texts
-        # of any size fit (on MySQL/MariaDB the upgrade widened TEXT to LONGTEXT)
+        # one queued or running job per unique_key: insert-if-absent yields the holder ...
         assert old.enqueue([{"task": "t", "args": "{}", "unique_key": "only-one"}], now=T0) == [1]
-        assert [c.id for c in old.claim("n", None, 10, 30, now=T0)] == [1]
+        assert old.enqueue([{"task": "t", "args": "{}", "unique_key": "held-r"}], now=T0) == [3]
+        assert old.enqueue([{"task": "t", "args": "{}", "unique_key": "held-q"}], now=T0) == [12]
+        # ... a plain INSERT of a second one is refused by the database itself ...
+        j = old.t.jobs
+        dup = {k: v for k, v in job_row(99, "queued", unique_key="held-q").items() if k != "id"}
+        for state in ("queued", "running"):
+            with pytest.raises(sa.exc.IntegrityError), old.engine.begin() as conn:
+                conn.execute(sa.insert(j).values({**dup, "state": state}))
+        # ... a finished job holds no key ...
+        (released,) = old.enqueue([{"task": "t", "args": "{}", "unique_key": "released"}], now=T0)
+        assert released > len(OLD_JOBS)
+        # ... and the key is free again once its holder finished
+        assert old.finish("node-a", succeeded=[3], now=T0) == ([], [])
+        (again,) = old.enqueue([{"task": "t", "args": "{}", "unique_key": "held-r"}], now=T0)
+        assert again not in (3, released)
+        with pytest.raises(sa.exc.IntegrityError), old.engine.begin() as conn:
+            conn.execute(sa.insert(j).values({**dup, "unique_key": "held-r"}))
+
+        # one row per occurrence: a second (schedule_name, scheduled_for) is refused, whatever
+        # the state of the first, and insert-if-absent writes nothing
+        for sched, when in (("nightly", at(-86400)), ("nightly", at(-60)), ("hourly", at(-5)), ("hourly", at(-3605))):
+            with pytest.raises(sa.exc.IntegrityError), old.engine.begin() as conn:
+                conn.execute(sa.insert(j).values({**dup, "unique_key": None, "schedule_name": sched, "scheduled_for": when}))
+            with old.engine.begin() as conn:
+                conn.execute(old.dialect.insert_ignore(j).values(
+                    {**dup, "unique_key": None, "schedule_name": sched, "scheduled_for": when}))
+        assert len(old.list_jobs(schedule_name="nightly", limit=0)) == 3
+        assert len(old.list_jobs(schedule_name="hourly", limit=0)) == 2
+
+        # the upgraded tables work: claims see the old rows, texts of any size fit (on
+        # MySQL/MariaDB the upgrade widened TEXT to LONGTEXT)
+        assert [c.id for c in old.claim("n", ["reports"], 10, 30, now=T0)] == [9]
         big = encode_args(["z" * 200_000])
         (big_id,) = old.enqueue([{"task": "t", "args": big}], now=T0)
         assert old.get_job(big_id).args == ["z" * 200_000]
@@ -153,7 +344,32 @@ def test_upgrade_of_an_older_install_with_rows_equals_a_fresh_install_and_keeps_
         assert old.get_schedule("nightly").args == big
 
         assert old.upgrade_schema() == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
+        assert shape(old, rename) == shape(fresh)
     finally:
         for s in (fresh, old):
             s.drop_schema()
             s.dispose()
+
+
+def test_an_upgrade_that_meets_a_duplicate_changes_nothing(db_url: str, prefix: str) -> None:
+    """Rows that break a unique guarantee of the new schema (an old install that lost its
+    occurrence constraint, and a duplicate written meanwhile) make the upgrade fail as a whole:
+    the old table, its rows and its indexes stay as they were (SQLite: the rebuild is rolled
+    back; PostgreSQL: one transaction; MySQL/MariaDB: one atomic ALTER TABLE)."""
+    old = Store(db_url, table_prefix=prefix)
+    try:
+        tables = create_old_install(old, 2, without="jobs_occurrence_uq")
+        fill_old_install(old, tables, 2)
+        with old.engine.begin() as conn:
+            conn.execute(sa.insert(tables["jobs"]).values(job_row(50, "skipped", schedule_name="nightly", scheduled_for=at(-86400))))
+        before = shape(old)
+        with pytest.raises(StoreError):
+            old.upgrade_schema()
+        assert shape(old)[f"{prefix}jobs"] == before[f"{prefix}jobs"]
+        with old.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(tables["jobs"])).scalar_one() == len(OLD_JOBS) + 1
+        assert old.schema_version() == 2
+        assert f"{prefix}jobs__rebuild" not in sa.inspect(old.engine).get_table_names()
+    finally:
+        old.drop_schema()
+        old.dispose()

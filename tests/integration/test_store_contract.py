@@ -291,7 +291,8 @@ def test_bulk_enqueue_ids_match_their_rows_across_chunks(store: Store) -> None:
 def test_a_claim_reads_an_index_in_claim_order_and_sorts_nothing(store: Store, queues: list[str] | None) -> None:
     # a worker of every queue (the default) and one of a named queue both claim in
     # O(batch): with a million queued rows, a sort of them all per claim is what made a
-    # drain ten times slower (SQLite's plan is deterministic enough to check)
+    # drain ten times slower (SQLite's plan is deterministic enough to check; every query on
+    # every database: test_indexes.py)
     if not store.dialect.is_sqlite:
         pytest.skip("query plans are checked on SQLite")
     import sqlalchemy as sa
@@ -299,7 +300,7 @@ def test_a_claim_reads_an_index_in_claim_order_and_sorts_nothing(store: Store, q
     store.enqueue([job(run_at=at(-i)) for i in range(50)], now=T0)
     seen: list[tuple[str, object]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ANN202, PLR0913
+    def capture(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("UPDATE"):
             seen.append((statement, parameters))
 
@@ -312,4 +313,7 @@ def test_a_claim_reads_an_index_in_claim_order_and_sorts_nothing(store: Store, q
     with store.engine.connect() as conn:
         plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
     assert not any("TEMP B-TREE" in step for step in plan), plan
-    assert any("COVERING INDEX" in step for step in plan), plan
+    # the partial claim index of the queued rows (SQLite 3.40 does not see that it
+    # covers the claim's "state = 'queued'", so it is not reported as COVERING)
+    index = store.prefix + ("jobs_next_ix" if queues is None else "jobs_queued_ix")
+    assert any(f"USING INDEX {index}" in step or f"USING COVERING INDEX {index}" in step for step in plan), plan
