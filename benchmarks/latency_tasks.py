@@ -1,6 +1,7 @@
-"""Tasks of the latency benchmark, imported by the idle node it starts (`linger-sched run`).
+"""Tasks of the latency benchmark, imported by the node it starts (`linger-sched run`).
 
-Each task appends ``kind due started`` (epoch seconds) to ``$BENCH_LAT_OUT`` as it starts.
+Each probe appends ``kind due started job_id`` (epoch seconds) to ``$BENCH_LAT_OUT`` as it
+starts; ``background`` (the load of ``latency.py --background-rate``) does nothing.
 ``$BENCH_LAT_SCHEDULES`` one-second interval schedules are declared, their anchors
 ``$BENCH_LAT_ANCHOR + k * 1s / n`` (so together they fire n times a second).
 """
@@ -20,8 +21,15 @@ _out = open(os.environ["BENCH_LAT_OUT"], "a", buffering=1) if os.environ.get("BE
 
 def _record(kind: str, due: float, started: float) -> None:
     if _out is not None:
+        job = current_job()
         with _lock:
-            _out.write(f"{kind} {due!r} {started!r}\n")
+            _out.write(f"{kind} {due!r} {started!r} {job.id if job is not None else -1}\n")
+
+
+@task
+def background(i: int = 0) -> None:
+    """The background load: a no-op on the same queue and priority as the probes."""
+    return None
 
 
 @task
