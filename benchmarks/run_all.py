@@ -1,8 +1,8 @@
 """Run the linger-sched benchmarks and print one table (and write benchmarks/RESULTS.md).
 
     bash benchmarks/setup.sh                                     # once: benchmarks/.venv with the peers
-    nice -n 10 benchmarks/.venv/bin/python benchmarks/run_all.py  # everything, 3 runs each (~15 min)
-    benchmarks/.venv/bin/python benchmarks/run_all.py --quick     # smoke run (~3 min)
+    nice -n 10 benchmarks/.venv/bin/python benchmarks/run_all.py  # everything, 3 runs each (~25 min)
+    benchmarks/.venv/bin/python benchmarks/run_all.py --quick     # smoke run (~5 min)
     benchmarks/.venv/bin/python benchmarks/run_all.py --only drain,raw --runs 5 --db sqlite
 
 Benchmarks (``--only``/``--skip`` take these names): raw (1), drain (2), peers (3), enqueue (4),
