@@ -273,7 +273,7 @@ class Linger:
             if self._store is None:
                 store = Store(self.settings.database_url, table_prefix=self.settings.table_prefix)
                 auto_install = self.settings.auto_install
-                if store.dialect.is_sqlite if auto_install is None else auto_install:
+                if store.auto_install_default if auto_install is None else auto_install:
                     # the embedded default just works: a script's first enqueue on a new
                     # SQLite file creates the tables (once per process; idempotent)
                     try:

@@ -107,7 +107,7 @@ class Node:
             self._spawn("linger-scheduler", self.scheduler.run, self._sched_stop)
         if self.worker is not None:
             self._spawn("linger-worker", self._run_worker, self._work_stop)
-            if app.store.dialect.can_notify:
+            if app.store.can_listen:
                 self._spawn("linger-listen", self._listen, self._work_stop)
         self._spawn("linger-housekeeping", self._housekeeping, self._work_stop)
         if supervise:

@@ -1,7 +1,13 @@
-"""Persistence: tables, the Store contract, and the one module that knows the dialects."""
+"""Persistence: the row types, the table definitions, the Store contract, and the one module
+that knows the dialects.
 
-from .coordination import NodeRow, Occurrence, Plan, ScheduleRow, Store
-from .store import Claimed, Job, Lease, decode_args, encode_args
+Modules, each importing only those listed before it: ``rows`` (dataclasses and pure helpers),
+``dialect`` (everything that differs between SQLite, PostgreSQL and MySQL/MariaDB), ``tables``
+(the table definitions), ``schema`` (install and upgrade steps), ``store`` (:class:`Store`).
+"""
+
+from .rows import Claimed, Job, Lease, NodeRow, Occurrence, Plan, ScheduleRow, decode_args, encode_args
+from .store import Store
 from .tables import ACTIVE_STATES, JOB_STATES, SCHEMA_VERSION
 
 __all__ = [

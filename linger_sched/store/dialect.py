@@ -1,8 +1,14 @@
 """The only code that branches on the database dialect.
 
-SQLite, PostgreSQL and MySQL/MariaDB differ in: how an engine is set up, how to read the
-database clock, how to add seconds to it, how to insert-if-absent, how to claim a batch of rows
-under concurrency, and which driver errors mean "try again" or "connection lost".
+SQLite, PostgreSQL and MySQL/MariaDB differ in: how an engine is set up, how times and long
+text are stored, which indexes can be partial, how to read the database clock, how to add
+seconds to it, how to insert (and insert-if-absent) and learn the new id, how to claim a batch
+of rows under concurrency, how to change a table's definition, how to wake up other processes,
+and which driver errors mean "try again" or "connection lost".
+
+Every other module asks this one (the column types and index options below, the methods of
+:class:`Dialect`) and never names a database or a driver: ``tests/unit/test_layers.py``
+checks that.
 """
 
 from __future__ import annotations
@@ -13,18 +19,108 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
 
 from ..errors import ConfigError
-from .tables import UTCDateTime
 
 MYSQL_NAMES = ("mysql", "mariadb")
 log = logging.getLogger(__name__)
+
+
+# -- column types and index options of the table definitions (tables.py) ------------------
+class _SQLiteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME, read back as the stored text: :class:`UTCDateTime` parses it with
+    ``datetime.fromisoformat`` (C) instead of SQLAlchemy's regular expression, which is the
+    larger part of reading a claimed batch."""
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
+        return None
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware datetime in Python, naive UTC in the database (microsecond precision everywhere:
+    DATETIME(6) on MySQL/MariaDB, text with a 6-digit fraction on SQLite)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[datetime]:
+        if dialect.name in MYSQL_NAMES:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteDateTime())  # type: ignore[no-untyped-call]
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored; pass an aware one")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | str | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite: stored text, read as is (see _SQLiteDateTime)
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc)
+
+
+class TextDefault(sa.sql.expression.ColumnElement[Any]):
+    """The server default of a text column: ``DEFAULT '{}'``, and on MySQL/MariaDB the
+    expression form ``DEFAULT ('{}')`` (MySQL 8 accepts no literal default on TEXT types).
+    SQLite's ADD COLUMN needs the literal form."""
+
+    inherit_cache = True
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+@compiles(TextDefault)
+def _text_default(element: TextDefault, compiler: Any, **kw: Any) -> str:
+    return str(compiler.render_literal_value(element.value, sa.String()))
+
+
+@compiles(TextDefault, *MYSQL_NAMES)
+def _text_default_mysql(element: TextDefault, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.render_literal_value(element.value, sa.String())})"
+
+
+# MySQL/MariaDB's TEXT holds 64 KB; every text column is LONGTEXT there (args of any size)
+LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), *MYSQL_NAMES)
+
+# A 64-bit auto-increment primary key; SQLite's must be INTEGER to be the rowid (and so
+# auto-increment at all)
+ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def partial_index(where: sa.ColumnElement[bool], *, stable_columns: bool = False) -> dict[str, Any]:
+    """Keyword arguments of ``sa.Index`` that make it partial (``CREATE INDEX ... WHERE``) on
+    the databases that have partial indexes (SQLite, PostgreSQL).
+
+    ``stable_columns``: the index's columns never change after the insert. SQLite leaves an
+    index alone when an UPDATE changes none of its columns, so such an index costs one entry
+    per insert there and stays full (a partial one would be written whenever a row enters its
+    WHERE); PostgreSQL writes an entry into every index whose WHERE the new row version
+    satisfies on an UPDATE that is not HOT, so it is partial there all the same."""
+    if stable_columns:
+        return {"postgresql_where": where}
+    return {"postgresql_where": where, "sqlite_where": where}
+
+
+def index_include(*columns: str) -> dict[str, Any]:
+    """Keyword arguments of ``sa.Index`` for non-key columns stored in the index
+    (PostgreSQL's INCLUDE, so that a count over them is an index-only scan); nothing elsewhere."""
+    return {"postgresql_include": list(columns)}
+
 
 # scheme://user:password@ -- the password runs to the last "@" before the next blank, so a
 # password holding ":" or "@" is masked whole, whether or not the rest of the URL parses
@@ -141,7 +237,11 @@ def _last_value_cache(fn: Callable[[Any], Any] | None) -> Callable[[Any], Any] |
 
 
 class Dialect:
-    """Dialect-specific SQL fragments for one engine."""
+    """Dialect-specific SQL fragments for one engine.
+
+    ``is_sqlite``, ``is_postgres``, ``is_mysql`` and ``name`` say which database it is; no
+    module but this one branches on them: the others call a method (or read a capability)
+    named for what differs."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.name = engine.dialect.name
@@ -149,12 +249,25 @@ class Dialect:
         self.is_postgres = self.name == "postgresql"
         self.is_mysql = self.name in MYSQL_NAMES
         self.server_version = ""
+        self._sa_dialect = engine.dialect
 
+    # -- capabilities -------------------------------------------------------------------
     @property
     def partial_indexes(self) -> bool:
         """Whether the database has partial indexes (``CREATE INDEX ... WHERE``): SQLite and
         PostgreSQL. MySQL/MariaDB get the closest equivalent (see ``tables._job_indexes``)."""
         return not self.is_mysql
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the database is a file this process opens itself (SQLite) rather than a
+        server: nobody else is there to create its tables, so an app creates them on first
+        use unless told otherwise (``auto_install``)."""
+        return self.is_sqlite
+
+    def index_is_partial(self, index: sa.Index) -> bool:
+        """Whether ``index`` (of the table definitions) has a WHERE on this database."""
+        return index.dialect_kwargs.get(f"{self.name}_where") is not None
 
     def database_missing(self, engine: sa.Engine) -> bool:
         """True for a SQLite file that does not exist yet (connecting would create it)."""
@@ -261,7 +374,29 @@ class Dialect:
 
     @property
     def insert_returning(self) -> bool:
+        """Whether INSERT ... RETURNING gives the new rows' ids (all but MySQL/MariaDB)."""
         return not self.is_mysql
+
+    def insert_one(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> int:
+        """Insert one row into ``table`` (auto-increment ``id``) and return its id: INSERT ...
+        RETURNING where the database has it, the driver's last insert id elsewhere."""
+        if self.insert_returning:
+            return int(conn.execute(sa.insert(table).values(values).returning(table.c.id)).scalar_one())
+        pk = conn.execute(sa.insert(table).values(values)).inserted_primary_key
+        assert pk is not None  # always set for a single-row INSERT
+        return int(pk[0])
+
+    def insert_one_if_absent(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> int | None:
+        """Insert one row into ``table`` unless a unique key already holds one (see
+        :meth:`insert_ignore`). Returns the new row's id, or on MySQL/MariaDB the id of the row
+        that holds the key (LAST_INSERT_ID); None when nothing was inserted and the database
+        does not say which row holds the key (look it up)."""
+        stmt = self.insert_ignore(table).values(values)
+        if self.insert_returning:
+            got = conn.execute(stmt.returning(table.c.id)).first()
+            return None if got is None else int(got[0])
+        res = conn.execute(stmt)
+        return int(res.lastrowid) if res.lastrowid else None
 
     def insert_many(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], chunk: int = 1000) -> list[int]:
         """Insert ``rows`` (all with the same keys) and return their ids in order, inside the
@@ -288,6 +423,15 @@ class Dialect:
         return [r[0] for r in got]
 
     # -- claiming -----------------------------------------------------------------------
+    def skip_locked(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        """``select`` locking the rows it reads and skipping those another transaction has
+        locked (FOR UPDATE SKIP LOCKED), so that concurrent callers take disjoint rows without
+        waiting; on SQLite as it is (a transaction holds the database's write lock from its
+        BEGIN IMMEDIATE, so there are no concurrent callers to skip)."""
+        if self.is_sqlite:
+            return select
+        return select.with_for_update(skip_locked=True)
+
     def claim(
         self,
         conn: sa.Connection,
@@ -408,6 +552,15 @@ class Dialect:
             parts.append(f"ADD {'UNIQUE ' if index.unique else ''}INDEX {quote(str(index.name))} ({cols})")
         if parts:
             conn.exec_driver_sql(f"ALTER TABLE {quote(name)} " + ", ".join(parts))
+
+    def text_too_narrow(self, installed: Any, column: sa.Column[Any]) -> bool:
+        """Whether an installed text column, of the reflected type ``installed``, holds less
+        than the table definition's ``column``: TINYTEXT, TEXT or MEDIUMTEXT where LONGTEXT is
+        wanted (MySQL/MariaDB, where every text column is LONGTEXT). False elsewhere."""
+        if not self.is_mysql:
+            return False
+        want = column.type.dialect_impl(self._sa_dialect)
+        return isinstance(want, mysql.LONGTEXT) and isinstance(installed, sa.Text) and not isinstance(installed, mysql.LONGTEXT)
 
     def _rebuild_sqlite_table(self, conn: sa.Connection, table: sa.Table, have_cols: set[str]) -> None:
         name = table.name

@@ -1,155 +1,97 @@
-"""The Store: every SQL statement linger-sched runs, behind one documented contract.
-
-Conventions of every method:
-* ``now: datetime | None``: ``None`` means the database's own clock (production); an aware
-  datetime is used instead (tests with a fake clock). Lease expiry and due checks therefore
-  never depend on a node's wall clock.
-* Each public method is one short transaction; deadlocks and SQLite busy errors are retried,
-  every other driver error is raised as :class:`~linger_sched.errors.StoreError` ``from`` it.
-"""
+"""The Store: every SQL statement linger-sched runs, behind one documented contract
+(see :class:`Store`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from ..clock import sleep
-from ..errors import JobArgumentsError, JobNotFoundError, JobStateError, SchemaError, StoreError
-from .dialect import Dialect, create_engine, mask_url
-from .tables import (
-    ACTIVE_STATES,
-    FINISHED_STATES,
-    JOB_STATES,
-    LEGACY_JOB_CONSTRAINTS,
-    LEGACY_JOB_INDEXES,
-    SCHEMA_VERSION,
-    UTCDateTime,
-    build_metadata,
-    check_table_prefix,
-    state_is,
+from ..errors import JobNotFoundError, JobStateError, LingerError, ScheduleNotFoundError, SchemaError, StoreError
+from . import schema
+from .dialect import Dialect, UTCDateTime, create_engine, mask_url
+from .rows import (
+    CLAIMED_COLUMNS,
+    TEXT_CAP,
+    Claimed,
+    Job,
+    Lease,
+    NodeRow,
+    Occurrence,
+    Plan,
+    ScheduleRow,
+    claim_order,
+    clean_error,
+    clean_text,
+    declared_names,
+    decode_args,
+    encode_args,
+    occurrence_rows,
 )
+from .tables import ACTIVE_STATES, FINISHED_STATES, JOB_STATES, SCHEMA_VERSION, build_metadata, check_table_prefix, state_is
+
+# the row types and helpers, importable from here as before
+__all__ = [
+    "TEXT_CAP", "Claimed", "Job", "Lease", "NodeRow", "Occurrence", "Plan", "ScheduleRow", "Store", "claim_order",
+    "clean_text", "decode_args", "encode_args",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Job:
-    """A row of the job table, as the API and the CLI show it."""
+class Store:
+    """All persistence of one linger-sched installation: one database, one table prefix
+    (``<prefix>jobs``, ``schedules``, ``leases``, ``nodes``, ``meta``). Every SQL statement
+    linger-sched runs is here; what differs between SQLite, PostgreSQL and MySQL/MariaDB is
+    asked of :attr:`dialect` (:class:`~linger_sched.store.dialect.Dialect`).
 
-    id: int
-    task: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    queue: str
-    priority: int
-    state: str
-    run_at: datetime
-    attempts: int
-    max_attempts: int
-    locked_by: str | None
-    locked_until: datetime | None
-    last_error: str | None
-    schedule_name: str | None
-    scheduled_for: datetime | None
-    occurrences: int
-    reason: str | None
-    unique_key: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    **The contract.** Every public method documents, after what it does:
 
+    * ``Reads:`` the rows (and the index) it reads;
+    * ``Writes:`` the rows and columns it changes;
+    * ``Locks:`` what keeps it correct against concurrent callers on other nodes: *row locks*
+      (SELECT ... FOR UPDATE: held to commit), *SKIP LOCKED* (rows another transaction has
+      locked are passed over, so that claimers take disjoint batches), *compare-and-set* (an
+      UPDATE applies only while a column still holds the value read before, e.g. a schedule's
+      ``next_run_at``), *lease fencing* (a write applies only while the writer still holds the
+      leader lease at its epoch), or a unique key (insert-if-absent). On SQLite every write
+      transaction takes the database's write lock at its start (BEGIN IMMEDIATE): writers are
+      serialized and row locks are moot there;
+    * ``Clock:`` which instant the times it writes and compares are relative to.
 
-@dataclass(frozen=True)
-class Claimed:
-    """What a worker needs to run a claimed job."""
+    **The clock.** A method that takes ``now: datetime | None`` uses, with ``now=None`` (the
+    default, and what a production node passes), the *database's* clock: the time is read by
+    the statement itself (``now()`` of the server: ``clock_timestamp()``, ``UTC_TIMESTAMP(6)``,
+    SQLite's ``strftime('now')``), so that every node compares lease expiry, due times and
+    heartbeats against one clock, whatever its own wall clock says. An aware ``datetime`` is
+    used instead when given: tests with a fake clock, whose store calls pass
+    ``app.clock.store_now()``. Times are stored as naive UTC (microseconds) and come back as
+    aware UTC datetimes.
 
-    id: int
-    task: str
-    args: str
-    queue: str
-    priority: int
-    attempts: int
-    max_attempts: int
-    schedule_name: str | None
-    scheduled_for: datetime | None
-    run_at: datetime
-    claimed_at: datetime | None = None  # the database clock when it was claimed
+    **Transactions.** Each public method is one short transaction (:meth:`_tx`), committed
+    before it returns; none is held across calls. A deadlock, lock timeout, serialization
+    failure or SQLite busy error rolls the transaction back and runs it again (up to 8
+    attempts, backing off from 10 ms to 0.5 s); the function run is therefore written to be
+    repeatable. Any other driver error is raised as :class:`~linger_sched.errors.StoreError`
+    ``from`` it (or :class:`~linger_sched.errors.SchemaError` when the tables are missing or
+    older than this version); nothing was committed then.
 
+    **What is transient.** :meth:`is_transient` says whether an error may pass if the same
+    call is made again later (a lost connection, a lock still held after the retries); the
+    worker, scheduler and node loops retry those with backoff and log the rest.
+    :meth:`rejects_values` says whether the database refused the values written (one bad
+    row), which no retry of the same write can cure.
 
-@dataclass(frozen=True)
-class Lease:
-    name: str
-    holder: str
-    epoch: int
-    expires_at: datetime
-
-
-# one encoder for all jobs: json.dumps with options builds a new one per call
-_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
-
-
-def encode_args(args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> str:
-    payload: dict[str, Any] = {}
-    if args:
-        payload["args"] = list(args)
-    if kwargs:
-        payload["kwargs"] = kwargs
-    return _ENCODER.encode(payload)
-
-
-def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
-    """``(args, kwargs)`` of a stored ``args`` column; :class:`JobArgumentsError` when the
-    stored text is not what :func:`encode_args` writes (a row written by hand, say)."""
-    try:
-        payload = json.loads(text) if text else {}
-        args, kwargs = payload.get("args", []), payload.get("kwargs", {})
-        if isinstance(args, list) and isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs):
-            return list(args), dict(kwargs)
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        pass
-    shown = text[:200] + "..." if isinstance(text, str) and len(text) > 200 else text
-    raise JobArgumentsError(f"stored arguments are not a JSON object with 'args' (a list) and 'kwargs' (an object): {shown!r}")
-
-
-def claim_order(job: Claimed) -> tuple[int, float, int]:
-    """(priority, run_at, id): the claim order, tolerant of a malformed row (a text priority
-    stored by hand on SQLite) so that such a row is failed by the worker, not compared."""
-    pri = job.priority if isinstance(job.priority, int) and not isinstance(job.priority, bool) else 0
-    at = job.run_at.timestamp() if isinstance(job.run_at, datetime) else 0.0
-    return (pri, at, job.id)
-
-
-# Stored text (last_error, reasons) is cut to this many bytes of UTF-8: a task may raise an
-# exception of any size, and no database may refuse to store its outcome.
-TEXT_CAP = 32 * 1024
-_TRUNCATED = "\n[... {} bytes truncated ...]\n"
-
-
-def clean_text(text: object, cap: int = TEXT_CAP) -> str:
-    """``text`` as every supported database stores it: NUL characters removed, valid UTF-8
-    (lone surrogates replaced by ``?``), at most ``cap`` bytes — the head and the tail of a
-    longer text (a traceback's last line is its message) around a truncation marker."""
-    s = text if isinstance(text, str) else str(text)
-    if len(s) <= cap // 4 and s.isascii() and "\x00" not in s:
-        return s  # the common case: nothing to do
-    data = s.replace("\x00", "").encode("utf-8", "replace")
-    if len(data) <= cap:
-        return data.decode("utf-8")
-    keep = max(0, (cap - 64) // 2)
-    marker = _TRUNCATED.format(len(data) - 2 * keep)
-    return data[:keep].decode("utf-8", "ignore") + marker + data[len(data) - keep:].decode("utf-8", "ignore")
-
-
-class JobStore:
-    """Plumbing, schema and the job table. :class:`Store` adds schedules, leases and nodes."""
+    Public attributes: ``url``, ``prefix``, ``engine``, ``dialect``, ``metadata`` and ``t``
+    (the :class:`~linger_sched.store.tables.Tables`), ``channel`` (the NOTIFY channel).
+    """
 
     def __init__(self, url: str, *, table_prefix: str = "linger_", engine: sa.Engine | None = None) -> None:
         self.url = url
@@ -161,14 +103,11 @@ class JobStore:
         self.metadata, self.t = build_metadata(table_prefix, partial_indexes=self.dialect.partial_indexes)
         self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL), quoted by the dialect
         self._db_now: dict[float, sa.ColumnElement[Any]] = {}
-        j = self.t.jobs
-        self._claim_cols = (
-            j.c.id, j.c.task, j.c.args, j.c.queue, j.c.priority, j.c.attempts,
-            j.c.max_attempts, j.c.schedule_name, j.c.scheduled_for, j.c.run_at,
-        )
+        self._claim_cols = tuple(self.t.jobs.c[name] for name in CLAIMED_COLUMNS)
 
     # -- plumbing -----------------------------------------------------------------------
     def _now(self, now: datetime | None, plus: float = 0.0) -> sa.ColumnElement[Any]:
+        """``now`` (plus ``plus`` seconds) as a SQL expression: the database clock when None."""
         if now is None:
             # expression trees are immutable: build each "database now + plus" once
             expr = self._db_now.get(plus)
@@ -180,10 +119,28 @@ class JobStore:
 
     @property
     def display_url(self) -> str:
-        """The database URL as messages show it (password masked)."""
+        """The database URL as messages show it (password masked). No database access."""
         return mask_url(self.engine.url.render_as_string(hide_password=True))
 
+    @property
+    def auto_install_default(self) -> bool:
+        """Whether an app creates the tables on first use when its settings do not say
+        (``auto_install`` unset): for an embedded database (a SQLite file), which has no
+        operator to run ``linger-sched db init``. No database access."""
+        return self.dialect.embedded
+
+    @property
+    def can_listen(self) -> bool:
+        """Whether :meth:`listen` can wake a worker when jobs are enqueued (else it returns at
+        once and the worker polls). No database access."""
+        return self.dialect.can_notify
+
     def _tx(self, fn: Callable[[sa.Connection], T], *, retries: int = 8) -> T:
+        """Run ``fn`` in one transaction and return what it returns, committed.
+
+        Retryable errors (:meth:`Dialect.is_retryable`) run it again, up to ``retries``
+        attempts with backoff; other database errors become :class:`SchemaError` (tables
+        missing or too old) or :class:`StoreError`, raised ``from`` the driver's error."""
         delay = 0.01
         for attempt in range(retries):
             try:
@@ -213,20 +170,45 @@ class JobStore:
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, or after a fork). The store stays
+        usable: the next call connects again. No rows are read or written."""
         self.engine.dispose()
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` (raised by a method of this store) may pass if the same call is
         retried later: a lost connection, a lock timeout, a deadlock. A value the database
-        refuses (too long, invalid) is not: retrying the same write cannot succeed."""
+        refuses (too long, invalid) is not: retrying the same write cannot succeed.
+        Inspects the exception only (no database access)."""
         cause = exc.__cause__ if isinstance(exc, StoreError) else exc
         if cause is None or not isinstance(cause, sa.exc.DBAPIError):
             return False
         return self.dialect.is_retryable(cause) or self.dialect.is_disconnect(cause)
 
+    def rejects_values(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by a write such as :meth:`materialize`, is the database or
+        its driver refusing the values written (out of range, too long, a constraint, a
+        parameter that does not convert), which one row can cause; not a lost connection or a
+        failure of the schema, permissions or disk, which no single row causes. Inspects the
+        exception only (no database access)."""
+        cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+        if cause is None:
+            return False
+        if isinstance(cause, sa.exc.DBAPIError):
+            if self.dialect.is_disconnect(cause):
+                return False
+            return isinstance(cause, (sa.exc.DataError, sa.exc.IntegrityError))
+        if isinstance(cause, sa.exc.SQLAlchemyError):
+            return isinstance(cause, sa.exc.StatementError)  # a parameter that failed to convert
+        return not isinstance(cause, LingerError)  # the driver's own OverflowError, TypeError, ...
+
     def listen(self, on_notify: Callable[[], None], stop: threading.Event) -> bool:
         """Block, calling ``on_notify`` whenever jobs are enqueued by any process, until
-        ``stop``; returns False at once on databases without notifications (poll instead)."""
+        ``stop``; returns False at once on databases without notifications (poll instead;
+        see :attr:`can_listen`).
+
+        Reads: notifications on :attr:`channel` (PostgreSQL LISTEN, on a connection of its
+        own), or the database file's change counter (SQLite ``PRAGMA data_version``).
+        Writes: nothing. Locks: nothing. Clock: none (it waits on ``stop``)."""
         if not self.dialect.can_notify:
             return False
         self.dialect.listen(self.engine, self.channel, on_notify, stop)
@@ -236,13 +218,15 @@ class JobStore:
     def install_schema(self) -> None:
         """Create every table and index that is missing and record the schema version.
 
-        Idempotent, and safe when several nodes start at once."""
+        Idempotent, and safe when several nodes start at once (a CREATE that loses the race
+        fails, and the whole step runs once more).
+
+        Reads: the catalog (which tables exist). Writes: the missing tables and their
+        indexes; the ``schema_version`` row of ``meta`` when absent (insert-if-absent).
+        Locks: none of its own (DDL). Clock: none."""
 
         def run(conn: sa.Connection) -> None:
-            self.metadata.create_all(conn, checkfirst=True)
-            conn.execute(
-                self.dialect.insert_ignore(self.t.meta).values(key="schema_version", value=str(SCHEMA_VERSION))
-            )
+            schema.install(conn, self.metadata, self.t.meta, self.dialect)
 
         try:
             self._tx(run)
@@ -252,7 +236,11 @@ class JobStore:
             self._tx(run)
 
     def schema_version(self) -> int | None:
-        """The installed schema version, or None when the tables are missing."""
+        """The installed schema version, or None when the tables are missing (a SQLite file
+        that does not exist is not created to find out).
+
+        Reads: the catalog, and the ``schema_version`` row of ``meta``. Writes: nothing.
+        Locks: nothing. Clock: none."""
         if self.dialect.database_missing(self.engine):
             return None  # do not create an empty SQLite file just to look
         try:
@@ -260,115 +248,42 @@ class JobStore:
                 return None
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"{self.dialect.name} error: {mask_url(str(getattr(exc, 'orig', exc)))}") from exc
-        row = self._tx(lambda c: c.execute(sa.select(self.t.meta.c.value).where(self.t.meta.c.key == "schema_version")).first())
-        return int(row[0]) if row else None
+        return self._tx(lambda c: schema.recorded_version(c, self.t.meta))
 
     def upgrade_schema(self) -> tuple[int | None, int]:
-        """Move an older schema forward to :data:`SCHEMA_VERSION`; returns (from, to)."""
+        """Move an older schema forward to :data:`SCHEMA_VERSION`; returns (from, to).
+        :class:`SchemaError` for a schema newer than this version, or for a column that
+        cannot be added, before anything changes.
+
+        In separate transactions: the missing tables (:meth:`install_schema`); version 3's
+        job table change (see :func:`.schema.migrate_jobs`: every row is kept); the missing
+        columns (and, on MySQL/MariaDB, text columns widened to LONGTEXT); the missing
+        indexes; the new version number.
+
+        Reads: the catalog; ``meta``. Writes: DDL on every table that lacks something; the
+        job table's rows are copied when it is rebuilt (SQLite); ``meta``'s version.
+        Locks: DDL's own (MySQL/MariaDB: one atomic ALTER TABLE). Clock: none."""
         before = self.schema_version()
         if before is not None and before > SCHEMA_VERSION:
             raise SchemaError(
                 f"the database schema is version {before}, newer than this linger-sched ({SCHEMA_VERSION}); upgrade the package"
             )
         self.install_schema()  # tables that are missing, with their indexes
-        self._tx(self._missing_columns)  # a column that cannot be added: SchemaError before any change
+        # a column that cannot be added: SchemaError before any change
+        self._tx(lambda c: schema.missing_columns(c, self.metadata, self.dialect))
         # version 3: the job table's partial indexes, first: the job table is rebuilt (SQLite) or
         # changed by one ALTER TABLE with the columns it lacks (MySQL/MariaDB, atomic)
-        self._tx(self._migrate_jobs)
-        self._tx(self._add_missing_columns)  # columns added to tables that exist
-        self._tx(self._add_missing_indexes)  # indexes added to tables that exist
-
-        def bump(conn: sa.Connection) -> None:
-            conn.execute(sa.update(self.t.meta).where(self.t.meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
-
-        self._tx(bump)
+        self._tx(lambda c: schema.migrate_jobs(c, self.t.jobs, self.prefix, self.dialect))
+        self._tx(lambda c: schema.add_missing_columns(c, self.metadata, self.dialect))  # to tables that exist
+        self._tx(lambda c: schema.add_missing_indexes(c, self.metadata))  # to tables that exist
+        self._tx(lambda c: schema.record_version(c, self.t.meta))
         return before, SCHEMA_VERSION
 
-    def _add_missing_columns(self, conn: sa.Connection) -> None:
-        """Additive migrations: every column of the current tables that an older install
-        lacks is added, and on MySQL/MariaDB a TEXT column that is LONGTEXT now is widened.
-        A new column must be nullable or have a server default, since the table may hold
-        rows: one that is neither raises :class:`SchemaError` before anything changes."""
-        quote = conn.dialect.identifier_preparer.quote
-        missing, widen = self._missing_columns(conn)
-        for table, col in missing:
-            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {ddl}")
-            log.info("schema upgrade: added column %s.%s", table.name, col.name)
-        for table, col in widen:
-            ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} MODIFY COLUMN {ddl}")
-            log.info("schema upgrade: widened column %s.%s", table.name, col.name)
-
-    def _missing_columns(
-        self, conn: sa.Connection
-    ) -> tuple[list[tuple[sa.Table, sa.Column[Any]]], list[tuple[sa.Table, sa.Column[Any]]]]:
-        """(columns to add, TEXT columns to widen), or :class:`SchemaError` for a column that
-        cannot be added to a table with rows."""
-        insp = sa.inspect(conn)
-        missing: list[tuple[sa.Table, sa.Column[Any]]] = []
-        widen: list[tuple[sa.Table, sa.Column[Any]]] = []
-        for table in self.metadata.sorted_tables:
-            have = {c["name"]: c for c in insp.get_columns(table.name)}
-            for col in table.columns:
-                if col.name not in have:
-                    if not col.nullable and col.server_default is None and col.computed is None:
-                        raise SchemaError(
-                            f"cannot add column {table.name}.{col.name} to an existing table: it is NOT NULL "
-                            "without a server default (a bug in this linger-sched version: give the column a "
-                            "server_default or make it nullable)"
-                        )
-                    missing.append((table, col))
-                elif self.dialect.is_mysql and self._narrower_text(have[col.name]["type"], col, conn.dialect):
-                    widen.append((table, col))
-        return missing, widen
-
-    def _migrate_jobs(self, conn: sa.Connection) -> None:
-        """Version 3: the job table's indexes of versions 0 to 2 (full indexes led by
-        ``state``, unique constraints on (schedule_name, scheduled_for) and on the generated
-        ``active_key``) give way to partial ones, and ``active_key`` goes where a partial
-        unique index replaces it (see ``tables._job_indexes``). Every row is kept, and so is
-        every unique guarantee: the new unique indexes are built, and checked, in the same
-        transaction (one atomic ALTER TABLE on MySQL/MariaDB). Does nothing on a table that
-        has none of the old names left (a fresh or an upgraded install)."""
-        jobs, p = self.t.jobs, self.prefix
-        insp = sa.inspect(conn)
-        have = {i["name"] for i in insp.get_indexes(jobs.name)} | {u["name"] for u in insp.get_unique_constraints(jobs.name)}
-        cols = {c["name"] for c in insp.get_columns(jobs.name)}
-        old_ix = [p + n for n in LEGACY_JOB_INDEXES]
-        old_uq = [p + n for n in LEGACY_JOB_CONSTRAINTS]
-        drop_cols = [c for c in ("active_key",) if c in cols and c not in jobs.c]
-        if not have & {*old_ix, *old_uq} and not drop_cols:
-            return
-        # MySQL/MariaDB keep full indexes: the old ones are the new ones under new names
-        same = {"jobs_claim_ix": "jobs_queued_ix", "jobs_ready_ix": "jobs_next_ix", "jobs_lock_ix": "jobs_running_ix",
-                "jobs_occurrence_uq": "jobs_occurrence_ux", "jobs_active_key_uq": "jobs_unique_key_ux"}
-        rename = {} if self.dialect.partial_indexes else {p + old: p + new for old, new in same.items()}
-        self.dialect.replace_job_table(conn, jobs, drop_indexes=old_ix, drop_constraints=old_uq,
-                                       drop_columns=drop_cols, rename_indexes=rename)
-        log.info("schema upgrade: %s moved to partial indexes", jobs.name)
-
-    def _add_missing_indexes(self, conn: sa.Connection) -> None:
-        """Every index of the current tables that an older install lacks is created."""
-        insp = sa.inspect(conn)
-        for table in self.metadata.sorted_tables:
-            have_ix = {ix["name"] for ix in insp.get_indexes(table.name)}
-            have_ix |= {uc["name"] for uc in insp.get_unique_constraints(table.name)}
-            for ix in table.indexes:
-                if ix.name not in have_ix:
-                    ix.create(conn)
-                    log.info("schema upgrade: added index %s", ix.name)
-
-    @staticmethod
-    def _narrower_text(have: Any, col: sa.Column[Any], dialect: sa.Dialect) -> bool:
-        """MySQL/MariaDB: the installed column is TINYTEXT/TEXT/MEDIUMTEXT where the table
-        definition says LONGTEXT."""
-        from sqlalchemy.dialects import mysql
-
-        want = col.type.dialect_impl(dialect)
-        return isinstance(want, mysql.LONGTEXT) and isinstance(have, sa.Text) and not isinstance(have, mysql.LONGTEXT)
-
     def check_schema(self) -> None:
+        """Raise :class:`SchemaError` unless the tables are installed at
+        :data:`SCHEMA_VERSION` (the message says which command to run).
+
+        Reads: as :meth:`schema_version`. Writes: nothing. Locks: nothing. Clock: none."""
         version = self.schema_version()
         if version is None:
             raise SchemaError(
@@ -379,15 +294,20 @@ class JobStore:
             raise SchemaError(f"schema version {version}, expected {SCHEMA_VERSION}: run `linger-sched db upgrade`")
 
     def drop_schema(self) -> None:
-        """Drop every linger-sched table of this prefix (tests and uninstall)."""
+        """Drop every linger-sched table of this prefix (tests and uninstall).
+
+        Reads: the catalog. Writes: drops the tables that exist, with every row.
+        Locks: DDL's own. Clock: none."""
         self._tx(lambda c: self.metadata.drop_all(c, checkfirst=True))
 
     def db_now(self) -> datetime:
-        """The database's current UTC time."""
+        """The database's current UTC time.
+
+        Reads: the database clock. Writes: nothing. Locks: nothing. Clock: database."""
         now: datetime = self._tx(lambda c: c.execute(sa.select(self.dialect.now())).scalar_one())
         return now
 
-    # -- jobs: producers ----------------------------------------------------------------
+    # -- jobs: enqueue, claim, finish, extend, hand_back, rescue --------------------------
     def enqueue(self, rows: list[dict[str, Any]], now: datetime | None = None) -> list[int]:
         """Insert jobs in one transaction; returns their ids in order.
 
@@ -395,7 +315,12 @@ class JobStore:
         ``run_at`` (aware) or ``delay`` (seconds from now), ``unique_key``. A row whose
         ``unique_key`` is held by a queued or running job inserts nothing and yields that
         job's id instead.
-        """
+
+        Reads: with a ``unique_key``, the job holding it (``jobs_unique_key_ux``).
+        Writes: one ``queued`` job row per row given (rows without key or delay: one
+        multi-row statement); then a notification to listeners (on commit).
+        Locks: the unique key of the active jobs (insert-if-absent). Clock: ``now`` or the
+        database clock for ``created_at``, and for ``run_at`` when a row gives none."""
         j = self.t.jobs
 
         def values(row: dict[str, Any]) -> dict[str, Any]:
@@ -440,23 +365,16 @@ class JobStore:
         return self._tx(run)
 
     def _insert_one(self, conn: sa.Connection, v: dict[str, Any], unique_key: str | None) -> int:
+        """Insert one job row and return its id; with ``unique_key``, the id of the queued or
+        running job that holds the key when one does (insert-if-absent, a few tries when the
+        holder finishes between the insert and the look-up)."""
         j = self.t.jobs
         if not unique_key:
-            if self.dialect.insert_returning:
-                return int(conn.execute(sa.insert(j).values(v).returning(j.c.id)).scalar_one())
-            pk = conn.execute(sa.insert(j).values(v)).inserted_primary_key
-            assert pk is not None  # always set for a single-row INSERT
-            return int(pk[0])
+            return self.dialect.insert_one(conn, j, v)
         for _ in range(5):
-            stmt = self.dialect.insert_ignore(j).values(v)
-            if self.dialect.insert_returning:
-                got = conn.execute(stmt.returning(j.c.id)).first()
-                if got is not None:
-                    return int(got[0])
-            else:
-                res = conn.execute(stmt)
-                if res.lastrowid:
-                    return int(res.lastrowid)
+            got = self.dialect.insert_one_if_absent(conn, j, v)
+            if got is not None:
+                return got
             existing = conn.execute(sa.select(j.c.id).where(self._holds_key(unique_key))).first()
             if existing is not None:
                 return int(existing[0])
@@ -465,7 +383,7 @@ class JobStore:
     def _finished(self, *states: str) -> sa.ColumnElement[bool]:
         """The condition "the job is in one of the finished ``states``", in the form the
         history index (jobs_done_ix) serves: on ``state``, or on the generated
-        ``finished_state`` column (MySQL/MariaDB)."""
+        ``finished_state`` column (tables without partial indexes)."""
         return state_is(self._finished_col, *states)
 
     @property
@@ -475,13 +393,13 @@ class JobStore:
 
     def _holds_key(self, key: str) -> sa.ColumnElement[bool]:
         """The condition "a queued or running job with unique_key ``key``", as the unique index
-        serves it: the partial one, or the generated ``active_key`` column (MySQL/MariaDB)."""
+        serves it: the partial one, or the generated ``active_key`` column (tables without
+        partial indexes)."""
         j = self.t.jobs
         if "active_key" in j.c:
             return j.c.active_key == key
         return sa.and_(j.c.unique_key == key, state_is(j.c.state, *ACTIVE_STATES))
 
-    # -- jobs: workers ------------------------------------------------------------------
     def claim(
         self, node: str, queues: Sequence[str] | None, limit: int, lease_ttl: float, now: datetime | None = None,
         *, ahead: float = 0.0,
@@ -490,7 +408,13 @@ class JobStore:
         any queue when None) in order (priority, run_at, id); they become ``running``, locked by
         ``node`` until ``now + lease_ttl``, with ``attempts + 1`` and ``started_at = now``.
         Each comes back with ``claimed_at = now``: a job claimed ``ahead`` of its ``run_at``
-        must not start before ``run_at - claimed_at`` has passed."""
+        must not start before ``run_at - claimed_at`` has passed.
+
+        Reads: the first ``limit`` queued rows in claim order, per queue (``jobs_queued_ix``;
+        every queue: ``jobs_next_ix``). Writes: the claimed rows' ``state``, ``locked_by``,
+        ``locked_until``, ``attempts``, ``started_at``. Locks: the candidates, FOR UPDATE SKIP
+        LOCKED, so that concurrent claimers take disjoint batches without waiting (SQLite: the
+        write lock). Clock: ``now`` or the database clock (due check, lease, ``claimed_at``)."""
         if limit <= 0:
             return []
         j = self.t.jobs
@@ -514,7 +438,7 @@ class JobStore:
         def run(conn: sa.Connection) -> list[Claimed]:
             cols = (*self._claim_cols, sa.type_coerce(self._now(now), UTCDateTime()).label("claimed_at"))
             rows = self.dialect.claim(conn, j, picks, lambda c: (c.priority, c.run_at, c.id), limit, values, cols)
-            out = [Claimed(*r) for r in rows]
+            out = Claimed.from_rows(rows)
             out.sort(key=claim_order)
             return out
 
@@ -526,7 +450,10 @@ class JobStore:
         The claim indexes are in (priority, run_at) order, so the earliest run_at is the
         least of the first run_at of each priority: a loose index scan (a recursive query
         that seeks from one priority to the next) reads two index entries per distinct
-        priority of the queued jobs, however many jobs are queued."""
+        priority of the queued jobs, however many jobs are queued.
+
+        Reads: ``jobs_next_ix`` (``jobs_queued_ix`` per queue). Writes: nothing.
+        Locks: nothing. Clock: returns ``now``, or the database clock read in the same query."""
         # one statement per queue, each with the store's now (one round trip for one queue)
         stmts = [self._earliest_run_at(q).add_columns(self._now(now))
                  for q in (sorted(set(queues)) if queues else [None])]
@@ -541,8 +468,6 @@ class JobStore:
     @staticmethod
     def _as_time(value: datetime | str) -> datetime:
         """min() over a TypeDecorator column loses the type on SQLite: stored text, naive."""
-        from datetime import timezone
-
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
@@ -563,7 +488,12 @@ class JobStore:
 
     def extend(self, node: str, lease_ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None) -> int:
         """Heartbeat: push ``locked_until`` to ``now + lease_ttl`` for the jobs ``node`` runs
-        (only ``ids`` when given: a job the node has lost track of must be left to expire)."""
+        (only ``ids`` when given: a job the node has lost track of must be left to expire).
+        Returns how many rows were extended.
+
+        Reads: the running rows ``node`` holds. Writes: their ``locked_until``.
+        Locks: the rows it updates (only while ``state = 'running'`` and ``locked_by = node``:
+        a job rescued meanwhile is not extended). Clock: ``now`` or the database clock."""
         stmt = self._held_by(node, ids)
         if stmt is None:
             return 0
@@ -595,7 +525,11 @@ class JobStore:
         :func:`clean_text`. A job no longer locked by ``node`` (rescued after its lease
         expired), or, with ``attempts`` (id -> attempt), no longer at that attempt, is left
         alone. Returns the ids that were not recorded for that reason: (succeeded, failed).
-        """
+
+        Reads: the rows by primary key. Writes: ``state``, ``finished_at`` or ``run_at``,
+        ``last_error``, and clears ``locked_by``/``locked_until``. Locks: lease fencing per
+        job: each UPDATE applies only while the row is ``running``, locked by ``node`` (and
+        at the given attempt). Clock: ``now`` or the database clock."""
         j = self.t.jobs
         mine = (state_is(j.c.state, "running"), j.c.locked_by == node)
 
@@ -636,8 +570,12 @@ class JobStore:
 
     def hand_back(self, node: str, ids: Sequence[int] | None = None, now: datetime | None = None) -> int:
         """Shutdown: put jobs ``node`` holds (all, or ``ids``) back to ``queued`` at once.
+        The interrupted attempt is not counted (``attempts - 1``). Returns how many.
 
-        The interrupted attempt is not counted (``attempts - 1``)."""
+        Reads: the running rows ``node`` holds. Writes: ``state``, ``run_at``, ``attempts``,
+        ``last_error``, and clears ``locked_by``/``locked_until``; then a notification to
+        listeners (on commit). Locks: lease fencing: only rows still ``running`` and locked
+        by ``node``. Clock: ``now`` or the database clock (``run_at``)."""
         j = self.t.jobs
         held = self._held_by(node, ids)
         if held is None:
@@ -662,16 +600,20 @@ class JobStore:
     def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[int, str | None, str]]:
         """Jobs ``running`` whose lease expired (their node died): back to ``queued`` at once,
         or ``failed`` when that was the last attempt. The lost attempt counts.
+        Returns ``(id, dead node, new state)`` for each rescued job.
 
-        Returns ``(id, dead node, new state)`` for each rescued job."""
+        Reads: up to ``limit`` running rows with ``locked_until < now`` (``jobs_running_ix``).
+        Writes: their ``state``, ``run_at`` or ``finished_at``, ``last_error``, and clears
+        ``locked_by``/``locked_until``; then a notification to listeners (on commit).
+        Locks: the expired rows, FOR UPDATE SKIP LOCKED (SQLite: the write lock), and each
+        UPDATE applies only while the lease is still expired (compare-and-set: a late
+        heartbeat or finish wins). Clock: ``now`` or the database clock."""
         j = self.t.jobs
         expired = (state_is(j.c.state, "running"), j.c.locked_until < self._now(now))  # jobs_running_ix
 
         def run(conn: sa.Connection) -> list[tuple[int, str | None, str]]:
             pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts).where(*expired).limit(limit)
-            if not self.dialect.is_sqlite:
-                pick = pick.with_for_update(skip_locked=True)
-            rows = list(conn.execute(pick))
+            rows = list(conn.execute(self.dialect.skip_locked(pick)))
             out = []
             for job_id, holder, attempts, max_attempts in rows:
                 last = attempts >= max_attempts
@@ -695,29 +637,17 @@ class JobStore:
         return self._tx(run)
 
     # -- jobs: inspection and operator actions ------------------------------------------
-    def _job(self, row: sa.Row[Any]) -> Job:
-        m = row._mapping
-        try:
-            args, kwargs = decode_args(m["args"])
-        except JobArgumentsError:  # a row written by hand: show what is stored, as it is
-            args, kwargs = [m["args"]], {}
-        return Job(
-            id=m["id"], task=m["task"], args=args, kwargs=kwargs, queue=m["queue"], priority=m["priority"],
-            state=m["state"], run_at=m["run_at"], attempts=m["attempts"], max_attempts=m["max_attempts"],
-            locked_by=m["locked_by"], locked_until=m["locked_until"], last_error=m["last_error"],
-            schedule_name=m["schedule_name"], scheduled_for=m["scheduled_for"], occurrences=m["occurrences"],
-            reason=m["reason"], unique_key=m["unique_key"], created_at=m["created_at"],
-            started_at=m["started_at"], finished_at=m["finished_at"],
-        )
-
     def get_job(self, job_id: int) -> Job:
+        """The job ``job_id``; :class:`JobNotFoundError` when there is none.
+
+        Reads: the row by primary key. Writes: nothing. Locks: nothing. Clock: none."""
         if self._impossible_id(job_id):
             raise JobNotFoundError(job_id)
         j = self.t.jobs
         row = self._tx(lambda c: c.execute(sa.select(j).where(j.c.id == job_id)).first())
         if row is None:
             raise JobNotFoundError(job_id)
-        return self._job(row)
+        return Job.from_row(row)
 
     def list_jobs(
         self,
@@ -732,10 +662,11 @@ class JobStore:
         """Up to ``limit`` jobs (all with 0) matching every filter given, newest first (by id;
         oldest first with ``newest_first=False``). An unknown ``state`` matches nothing.
 
-        Reads an index in id order for each shape: by state (``jobs_done_ix`` for a finished
+        Reads: an index in id order for each shape: by state (``jobs_done_ix`` for a finished
         state; the running ones are few), by schedule (``jobs_schedule_ix``), by task or
         queue (``jobs_task_ix`` / ``jobs_queue_ix``; where those hold finished rows only, the
-        finished rows through them and the queued and running ones apart, newest of both)."""
+        finished rows through them and the queued and running ones apart, newest of both);
+        then the rows. Writes: nothing. Locks: nothing. Clock: none."""
         j = self.t.jobs
         if state is not None and state not in JOB_STATES:
             return []
@@ -779,21 +710,23 @@ class JobStore:
             first = ordered(sa.select(union.c.id), union.c.id).subquery("newest")
             # a join, not IN: MariaDB takes no LIMIT in an IN subquery
             stmt = sa.select(j).join(first, j.c.id == first.c.id).order_by(j.c.id.desc() if newest_first else j.c.id.asc())
-        return [self._job(r) for r in self._tx(lambda c: list(c.execute(stmt)))]
+        return [Job.from_row(r) for r in self._tx(lambda c: list(c.execute(stmt)))]
 
     def _finished_only(self, index: str) -> bool:
         """Whether the job index ``index`` (its name after the prefix) holds finished rows only
         on this database (a partial index ``WHERE state = 'succeeded' OR ...``)."""
         for ix in self.t.jobs.indexes:
             if ix.name == self.prefix + index:
-                return ix.dialect_kwargs.get(f"{self.dialect.name}_where") is not None
+                return self.dialect.index_is_partial(ix)
         return False
 
     def count_by_state(self) -> dict[str, int]:
-        """``{state: number of jobs}`` for the states that have jobs: each count reads one
-        index (``jobs_next_ix``, ``jobs_running_ix``, ``jobs_done_ix``), never the whole
-        table (SQLite 3.40 also reads the rows of the queued and running jobs: it does not
-        take a partial index as covering the ``state`` of its own WHERE)."""
+        """``{state: number of jobs}`` for the states that have jobs.
+
+        Reads: one index per count (``jobs_next_ix``, ``jobs_running_ix``, ``jobs_done_ix``),
+        never the whole table (SQLite 3.40 also reads the rows of the queued and running
+        jobs: it does not take a partial index as covering the ``state`` of its own WHERE).
+        Writes: nothing. Locks: nothing. Clock: none."""
         j = self.t.jobs
         stmt = sa.union_all(
             sa.select(sa.literal_column("'queued'", sa.String()), sa.func.count()).where(state_is(j.c.state, "queued")),
@@ -803,10 +736,12 @@ class JobStore:
         return {s: n for s, n in self._tx(lambda c: list(c.execute(stmt))) if n}
 
     def count_by_queue_and_state(self) -> dict[tuple[str, str], int]:
-        """``{(queue, state): number of jobs}`` for the pairs that have jobs: the queued ones
-        through ``jobs_queued_ix`` (in queue order), the running ones through
-        ``jobs_running_ix``, the finished ones through ``jobs_queue_ix`` (or ``jobs_done_ix``;
-        MySQL/MariaDB: ``jobs_queued_ix``)."""
+        """``{(queue, state): number of jobs}`` for the pairs that have jobs.
+
+        Reads: the queued ones through ``jobs_queued_ix`` (in queue order), the running ones
+        through ``jobs_running_ix``, the finished ones through ``jobs_queue_ix`` (or
+        ``jobs_done_ix``; MySQL/MariaDB: ``jobs_queued_ix``). Writes: nothing.
+        Locks: nothing. Clock: none."""
         j = self.t.jobs
         # OFFSET 0: a subquery of its own, so that SQLite reads jobs_running_ix, not the
         # whole table in queue order
@@ -833,7 +768,13 @@ class JobStore:
 
         Raises :class:`JobNotFoundError` for an unknown id, and :class:`JobStateError` for a
         job in another state or one whose ``unique_key`` another queued or running job holds
-        now (the message names the key and that job); the row is then left unchanged."""
+        now (the message names the key and that job); the row is then left unchanged.
+
+        Reads: the row; with a key, the job holding it. Writes: ``state``, ``attempts``,
+        ``run_at``, clears ``finished_at``/``locked_by``/``locked_until``. Locks:
+        compare-and-set on the state read, and the unique key of the active jobs (a job that
+        takes the key meanwhile makes the update fail, and the row stays as it was).
+        Clock: ``now`` or the database clock (``run_at``)."""
         if self._impossible_id(job_id):
             raise JobNotFoundError(job_id)
         j = self.t.jobs
@@ -881,7 +822,12 @@ class JobStore:
         return self.get_job(job_id)
 
     def cancel_job(self, job_id: int, now: datetime | None = None) -> Job:
-        """A ``queued`` job becomes ``cancelled``. A running job cannot be cancelled."""
+        """A ``queued`` job becomes ``cancelled``. A running job cannot be cancelled
+        (:class:`JobStateError`); :class:`JobNotFoundError` for an unknown id.
+
+        Reads: the row. Writes: ``state``, ``finished_at``. Locks: compare-and-set on
+        ``state = 'queued'`` (a job claimed meanwhile is not cancelled). Clock: ``now`` or
+        the database clock (``finished_at``)."""
         if self._impossible_id(job_id):
             raise JobNotFoundError(job_id)
         j = self.t.jobs
@@ -902,13 +848,14 @@ class JobStore:
 
     def prune(self, older_than: float, now: datetime | None = None, limit: int = 10000) -> int:
         """Delete finished jobs (succeeded, cancelled) that finished more than ``older_than``
-        seconds ago, up to ``limit`` of each state per call. Failed and skipped rows are kept
-        for inspection.
+        seconds ago, up to ``limit`` of each state per call; returns how many. Failed and
+        skipped rows are kept for inspection.
 
-        Reads the ``limit`` oldest rows of each state (by id, through ``jobs_done_ix``) and
-        deletes those among them that finished long enough ago, so a call costs O(limit)
-        whatever the history holds; rows finish in about id order, and one that finished late
-        is left for a later call."""
+        Reads: the ``limit`` oldest rows of each state (by id, through ``jobs_done_ix``), so a
+        call costs O(limit) whatever the history holds; rows finish in about id order, and
+        one that finished late is left for a later call. Writes: deletes those among them
+        that finished before the cutoff. Locks: the deleted rows (row locks of the DELETE).
+        Clock: ``now`` or the database clock (the cutoff)."""
         j = self.t.jobs
         cutoff = self._now(now, -older_than)
         picks = []
@@ -927,3 +874,477 @@ class JobStore:
             return n
 
         return self._tx(run)
+
+    # -- schedules ----------------------------------------------------------------------
+    def _next_run_at_is(self, conn: sa.Connection, name: str, expected: datetime | None) -> bool | None:
+        """Compare-and-set support: whether schedule ``name``'s next_run_at equals ``expected``
+        (None: there is no such schedule), read under a row lock. Compared in Python, as in
+        :meth:`materialize`: SQLite keeps times as text whose form varies."""
+        s = self.t.schedules
+        row = conn.execute(sa.select(s.c.next_run_at).where(s.c.name == name).with_for_update()).first()
+        return None if row is None else row[0] == expected
+
+    def load_schedules(self, names: Iterable[str] | None = None) -> list[ScheduleRow]:
+        """The schedules (only ``names`` when given), by name.
+
+        Reads: the schedule rows. Writes: nothing. Locks: nothing. Clock: none."""
+        s = self.t.schedules
+        stmt = sa.select(s).order_by(s.c.name)
+        if names is not None:
+            stmt = stmt.where(s.c.name.in_(list(names)))
+        return ScheduleRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
+
+    def schedule_errors(self) -> list[ScheduleRow]:
+        """The schedules in error (see :meth:`mark_schedule_error`), by name.
+
+        Reads: the schedule rows with an ``error``. Writes: nothing. Locks: nothing.
+        Clock: none."""
+        s = self.t.schedules
+        stmt = sa.select(s).where(s.c.error.is_not(None)).order_by(s.c.name)
+        return ScheduleRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
+
+    def get_schedule(self, name: str) -> ScheduleRow:
+        """The schedule ``name``; :class:`ScheduleNotFoundError` when there is none.
+
+        Reads: its row. Writes: nothing. Locks: nothing. Clock: none."""
+        rows = self.load_schedules([name])
+        if not rows:
+            raise ScheduleNotFoundError(name)
+        return rows[0]
+
+    def save_schedules(
+        self,
+        inserts: Sequence[dict[str, Any]] = (),
+        updates: Sequence[dict[str, Any]] = (),
+        disable: Sequence[str] = (),
+        now: datetime | None = None,
+        *,
+        plans: Sequence[Plan] = (),
+        disabled_reason: str = "not declared",
+    ) -> list[str]:
+        """Registration sync in one transaction: insert new schedules (if absent), update
+        changed ones by name (each dict has ``name`` and the columns to set), disable
+        vanished ones (``enabled = false`` with ``disabled_reason``; their history stays).
+
+        An update whose schedule has a plan in ``plans`` (the due occurrences of its old spec,
+        recorded as the spec is replaced) applies only if ``next_run_at`` still equals
+        ``plan.expected`` (compare-and-set, as in :meth:`materialize`), together with the
+        plan's occurrences. Returns the names whose compare-and-set failed: nothing was
+        written for them; read them again and retry.
+
+        Reads: the rows updated with a plan, and those disabled. Writes: schedule rows
+        (``updated_at`` on each), the plans' occurrence jobs. Locks: insert-if-absent on
+        the schedule name; row locks (FOR UPDATE) and compare-and-set on ``next_run_at`` for
+        updates with a plan; row locks on the schedules disabled; the occurrence key
+        (insert-if-absent). Clock: ``now`` or the database clock (``updated_at``, the
+        occurrences' ``created_at``)."""
+        s = self.t.schedules
+        by_name = {p.name: p for p in plans}
+
+        def run(conn: sa.Connection) -> list[str]:
+            conflicts: list[str] = []
+            for row in inserts:
+                conn.execute(self.dialect.insert_ignore(s).values(**row, updated_at=self._now(now)))
+            for row in updates:
+                values = {k: v for k, v in row.items() if k != "name"}
+                p = by_name.get(row["name"])
+                if p is not None and not self._next_run_at_is(conn, p.name, p.expected):
+                    conflicts.append(p.name)
+                    continue
+                conn.execute(sa.update(s).where(s.c.name == row["name"]).values(**values, updated_at=self._now(now)))
+                if p is not None:
+                    self._insert_occurrences(conn, occurrence_rows([p], now), now)
+            if disable:
+                self._disable(conn, disable, disabled_reason, now)
+            return conflicts
+
+        return self._tx(run)
+
+    def _disable(self, conn: sa.Connection, names: Sequence[str], reason: str, now: datetime | None) -> list[str]:
+        s = self.t.schedules
+        enabled = [r[0] for r in conn.execute(
+            sa.select(s.c.name).where(s.c.name.in_(list(names)), s.c.enabled == sa.true()).with_for_update()
+        )]
+        if enabled:
+            conn.execute(
+                sa.update(s).where(s.c.name.in_(enabled), s.c.enabled == sa.true()).values(
+                    enabled=False, disabled_reason=reason, updated_at=self._now(now)
+                )
+            )
+        return enabled
+
+    def disable_schedules(self, names: Sequence[str], reason: str = "not declared", now: datetime | None = None) -> list[str]:
+        """Disable the enabled schedules among ``names`` (history kept); returns those it disabled.
+
+        Reads: those of ``names`` that are enabled. Writes: their ``enabled``,
+        ``disabled_reason``, ``updated_at``. Locks: row locks (FOR UPDATE) on them.
+        Clock: ``now`` or the database clock (``updated_at``)."""
+        if not names:
+            return []
+        return self._tx(lambda c: self._disable(c, names, reason, now))
+
+    def mark_schedule_error(
+        self, name: str, error: str, *, expected: datetime, retry_at: datetime, now: datetime | None = None
+    ) -> bool:
+        """The tick could not plan or write schedule ``name``: store ``error``, keep its first
+        unaccounted fire time in ``retry_from`` (set by the first failure only), and move
+        ``next_run_at`` to ``retry_at`` so that the tick leaves it alone until then instead of
+        failing on it every tick; ``error_since`` keeps the first failure's time.
+        Compare-and-set on ``next_run_at == expected``; returns whether it applied. A plan
+        that commits (:meth:`materialize`) or a sync of a changed definition clears the error.
+
+        Reads: the schedule's ``next_run_at``. Writes: ``error``, ``error_since``,
+        ``retry_from``, ``next_run_at``, ``updated_at``. Locks: a row lock (FOR UPDATE) and
+        compare-and-set on ``next_run_at``. Clock: ``now`` or the database clock
+        (``error_since``, ``updated_at``); ``retry_at`` as given."""
+        s = self.t.schedules
+        stmt = (
+            sa.update(s)
+            .where(s.c.name == name)
+            # MySQL applies SET clauses left to right on the new values: retry_from first
+            .ordered_values(
+                (s.c.retry_from, sa.func.coalesce(s.c.retry_from, s.c.next_run_at, type_=UTCDateTime())),
+                (s.c.error_since, sa.func.coalesce(s.c.error_since, self._now(now), type_=UTCDateTime())),
+                (s.c.error, clean_error(error)),
+                (s.c.next_run_at, sa.bindparam(None, retry_at, UTCDateTime())),
+                (s.c.updated_at, self._now(now)),
+            )
+        )
+
+        def run(conn: sa.Connection) -> bool:
+            return bool(self._next_run_at_is(conn, name, expected)) and bool(conn.execute(stmt).rowcount)
+
+        return self._tx(run)
+
+    def due_schedules(self, now: datetime | None = None, limit: int = 1000) -> list[ScheduleRow]:
+        """Enabled, unpaused schedules with ``next_run_at <= now``, oldest first, each with
+        ``active``: whether a job of it is queued or running (for ``overlap: skip``).
+
+        Reads: ``schedules_due_ix``; for ``active``, a correlated EXISTS on
+        ``jobs_active_schedule_ix`` in the same query (a column labelled ``active``).
+        Writes: nothing. Locks: nothing. Clock: ``now`` or the database clock."""
+        s, j = self.t.schedules, self.t.jobs
+        if "active_schedule" in j.c:  # without partial indexes: the generated column (see tables._job_indexes)
+            active = sa.exists().where(j.c.active_schedule == s.c.name)
+        else:
+            active = sa.exists().where(j.c.schedule_name == s.c.name, state_is(j.c.state, *ACTIVE_STATES))
+        stmt = (
+            sa.select(s, active.label("active"))
+            .where(s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at <= self._now(now))
+            .order_by(s.c.next_run_at)
+            .limit(limit)
+        )
+        return ScheduleRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
+
+    def next_schedule_at(self) -> datetime | None:
+        """The earliest ``next_run_at`` of an enabled, unpaused schedule.
+
+        Reads: as :meth:`schedule_horizon`. Writes: nothing. Locks: nothing.
+        Clock: none (the database clock is read along, and dropped)."""
+        return self.schedule_horizon()[0]
+
+    def schedule_horizon(self, now: datetime | None = None) -> tuple[datetime | None, datetime]:
+        """``(earliest next_run_at of an enabled, unpaused schedule, now)`` in one round trip:
+        an idle scheduler tick costs this one query.
+
+        Reads: the first entry of ``schedules_due_ix``. Writes: nothing. Locks: nothing.
+        Clock: returns ``now``, or the database clock read in the same query."""
+        s = self.t.schedules
+        first = sa.select(s.c.next_run_at).where(
+            s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at.is_not(None)
+        ).order_by(s.c.next_run_at).limit(1).scalar_subquery()
+        if now is not None:
+            return self._tx(lambda c: c.execute(sa.select(first)).scalar()), now
+        row = self._tx(lambda c: c.execute(sa.select(first, self._now(None))).one())
+        return row[0], row[1]
+
+    def materialize(
+        self, plans: Sequence[Plan], *, lease: str, holder: str, epoch: int, now: datetime | None = None
+    ) -> list[str]:
+        """Commit due occurrences, fenced by the leader lease, in one transaction.
+
+        Nothing is written unless ``holder`` still holds ``lease`` at ``epoch`` and it has not
+        expired. Each plan is applied only if the schedule's ``next_run_at`` still equals
+        ``plan.expected`` (compare-and-set), so a deposed or concurrent leader cannot create
+        an occurrence twice; the unique (schedule_name, scheduled_for) key is the last line of
+        defence. Returns the names of the schedules whose plans were applied.
+
+        Reads: the lease row; the plans' schedules' ``next_run_at``. Writes: the schedules'
+        ``next_run_at``, ``last_run_at`` (and clears an error state), one job row per
+        occurrence; then a notification to listeners (on commit). Locks: lease fencing (the
+        lease row read FOR SHARE), row locks (FOR UPDATE) and compare-and-set on the
+        schedules, the occurrence key (insert-if-absent). Clock: ``now`` or the database
+        clock (lease expiry, the occurrences' ``created_at``)."""
+        if not plans:
+            return []
+        s, ls = self.t.schedules, self.t.leases
+
+        def run(conn: sa.Connection) -> list[str]:
+            fence = (
+                sa.select(ls.c.name)
+                .where(ls.c.name == lease, ls.c.holder == holder, ls.c.epoch == epoch, ls.c.expires_at > self._now(now))
+                .with_for_update(read=True)
+            )
+            if conn.execute(fence).first() is None:
+                return []
+            # compare-and-set for the whole batch: read the current next_run_at under a row
+            # lock (SQLite: the transaction already holds the write lock), keep the plans that
+            # still start from it, and advance them with one executemany
+            names = [p.name for p in plans]
+            current = {
+                name: value
+                for name, value in conn.execute(
+                    sa.select(s.c.name, s.c.next_run_at).where(s.c.name.in_(names)).with_for_update()
+                )
+            }
+            fresh = [p for p in plans if p.expected is not None and current.get(p.name) == p.expected]
+            if not fresh:
+                return []
+            self.dialect.executemany(conn, self._advance_stmt, [
+                {"b_name": p.name, "b_next": p.next_run_at,
+                 "b_last": max((o.scheduled_for for o in p.occurrences), default=None)}
+                for p in fresh
+            ])
+            applied = [p.name for p in fresh]
+            rows = occurrence_rows(fresh, now)
+            if rows:
+                self._insert_occurrences(conn, rows, now)
+                self.dialect.notify(conn, self.channel)
+            return applied
+
+        return self._tx(run)
+
+    @property
+    def _advance_stmt(self) -> sa.Update:
+        """UPDATE of one schedule after its plan (``b_name``): ``next_run_at`` and
+        ``last_run_at`` set, an error state cleared; one executemany for a batch of plans."""
+        s = self.t.schedules
+        return (
+            sa.update(s)
+            .where(s.c.name == sa.bindparam("b_name"))
+            .values(
+                next_run_at=sa.bindparam("b_next", type_=UTCDateTime()),
+                last_run_at=sa.func.coalesce(sa.bindparam("b_last", type_=UTCDateTime()), s.c.last_run_at),
+                # a plan that commits ends an error state (literal NULLs: no per-row parameters)
+                error=sa.null(), error_since=sa.null(), retry_from=sa.null(),
+            )
+        )
+
+    def _insert_occurrences(self, conn: sa.Connection, rows: list[dict[str, Any]], now: datetime | None) -> None:
+        j = self.t.jobs
+        if now is None:
+            db_now = conn.execute(sa.select(self.dialect.now())).scalar_one()
+            for r in rows:
+                r["created_at"] = db_now
+                if r["finished_at"] is None and r["state"] == "skipped":
+                    r["finished_at"] = db_now
+        for r in rows:
+            if r["state"] == "skipped":
+                r["finished_at"] = r["created_at"]
+        self.dialect.executemany(conn, self.dialect.insert_ignore(j), rows)
+
+    def resume_schedule(
+        self, name: str, *, expected: datetime | None, next_run_at: datetime | None, plan: Plan | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Unpause ``name`` if it is paused and its ``next_run_at`` still equals ``expected``:
+        set ``next_run_at`` (when given), clear an error state, and insert ``plan``'s
+        occurrences (the fire times missed while paused) in the same transaction. Returns
+        False when it is not paused or the compare-and-set failed (nothing written);
+        :class:`ScheduleNotFoundError` when there is no such schedule.
+
+        Reads: the schedule's ``next_run_at``. Writes: ``paused``, ``next_run_at``, the error
+        columns, ``updated_at``; the plan's occurrence jobs. Locks: a row lock (FOR UPDATE)
+        and compare-and-set on ``next_run_at`` (and on ``paused``); the occurrence key
+        (insert-if-absent). Clock: ``now`` or the database clock (``updated_at``,
+        ``created_at``)."""
+        s = self.t.schedules
+        values: dict[str, Any] = {
+            "paused": False, "error": None, "error_since": None, "retry_from": None, "updated_at": self._now(now),
+        }
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+
+        def run(conn: sa.Connection) -> bool:
+            same = self._next_run_at_is(conn, name, expected)
+            if same is None:
+                raise ScheduleNotFoundError(name)
+            if not same or not conn.execute(
+                sa.update(s).where(s.c.name == name, s.c.paused == sa.true()).values(values)
+            ).rowcount:
+                return False
+            if plan is not None and plan.occurrences:
+                self._insert_occurrences(conn, occurrence_rows([plan], now), now)
+            return True
+
+        return self._tx(run)
+
+    def set_paused(self, name: str, paused: bool, next_run_at: datetime | None = None, now: datetime | None = None) -> None:
+        """Pause or unpause schedule ``name`` (and set its ``next_run_at`` when given);
+        :class:`ScheduleNotFoundError` when there is no such schedule.
+
+        Reads: nothing before writing. Writes: ``paused``, ``next_run_at``, ``updated_at``.
+        Locks: the row it updates (no compare-and-set: last writer wins). Clock: ``now`` or
+        the database clock (``updated_at``)."""
+        s = self.t.schedules
+        values: dict[str, Any] = {"paused": paused, "updated_at": self._now(now)}
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+
+        def run(conn: sa.Connection) -> None:
+            if conn.execute(sa.update(s).where(s.c.name == name).values(values)).rowcount == 0:
+                raise ScheduleNotFoundError(name)
+
+        self._tx(run)
+
+    def last_outcomes(self, names: Sequence[str]) -> dict[str, tuple[datetime | None, str]]:
+        """For each schedule of ``names``, (scheduled_for, state) of its newest occurrence row
+        (the one with the highest id).
+
+        Reads: one seek per schedule into ``jobs_schedule_ix``, then those rows.
+        Writes: nothing. Locks: nothing. Clock: none."""
+        if not names:
+            return {}
+        s, j = self.t.schedules, self.t.jobs
+        # ORDER BY id DESC LIMIT 1, not max(id): MariaDB reads one index entry for it in a
+        # correlated subquery, and every entry of the schedule for max()
+        newest = (
+            sa.select(j.c.id).where(j.c.schedule_name == s.c.name).order_by(j.c.id.desc()).limit(1)
+            .correlate(s).scalar_subquery()
+        )
+        ids = sa.select(newest.label("id")).where(s.c.name.in_(list(names))).subquery("newest")
+        stmt = sa.select(j.c.schedule_name, j.c.scheduled_for, j.c.state).join(ids, j.c.id == ids.c.id)
+        return {r[0]: (r[1], r[2]) for r in self._tx(lambda c: list(c.execute(stmt)))}
+
+    # -- leader lease -------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> Lease | None:
+        """Acquire or renew lease ``name`` for ``holder`` until ``now + ttl``.
+
+        Succeeds when the row is absent, already ``holder``'s, or expired; the epoch grows by
+        one on every change of holder. Returns the lease when ``holder`` holds it, else None.
+
+        Reads: the lease row. Writes: its ``holder``, ``epoch``, ``acquired_at``,
+        ``expires_at``, or a new row. Locks: compare-and-set (the UPDATE applies only while
+        the lease is ``holder``'s or expired), insert-if-absent on the name.
+        Clock: ``now`` or the database clock (expiry)."""
+        ls = self.t.leases
+
+        def run(conn: sa.Connection) -> Lease | None:
+            # MySQL applies SET clauses left to right on the *new* values: epoch and
+            # acquired_at must be computed before holder changes.
+            n = conn.execute(
+                sa.update(ls)
+                .where(ls.c.name == name, sa.or_(ls.c.holder == holder, ls.c.expires_at <= self._now(now)))
+                .ordered_values(
+                    (ls.c.epoch, sa.case((ls.c.holder == holder, ls.c.epoch), else_=ls.c.epoch + 1)),
+                    (ls.c.acquired_at, sa.case((ls.c.holder == holder, ls.c.acquired_at), else_=self._now(now))),
+                    (ls.c.holder, holder),
+                    (ls.c.expires_at, self._now(now, ttl)),
+                )
+            ).rowcount
+            if n == 0:
+                conn.execute(
+                    self.dialect.insert_ignore(ls).values(
+                        name=name, holder=holder, epoch=1, acquired_at=self._now(now), expires_at=self._now(now, ttl)
+                    )
+                )
+            row = conn.execute(sa.select(ls).where(ls.c.name == name)).first()
+            if row is None:
+                return None
+            got = Lease.from_row(row)
+            return got if got.holder == holder else None
+
+        return self._tx(run)
+
+    def release_lease(self, name: str, holder: str, now: datetime | None = None) -> bool:
+        """Expire ``holder``'s lease at once so a peer takes over on its next tick; returns
+        whether ``holder`` held it.
+
+        Reads: nothing before writing. Writes: the lease's ``expires_at``. Locks: fencing on
+        ``holder`` (another holder's lease is left alone). Clock: ``now`` or the database
+        clock."""
+        ls = self.t.leases
+        stmt = sa.update(ls).where(ls.c.name == name, ls.c.holder == holder).values(expires_at=self._now(now))
+        return bool(self._tx(lambda c: c.execute(stmt).rowcount))
+
+    def get_lease(self, name: str) -> Lease | None:
+        """Lease ``name`` as it is stored (held or expired), or None when there is none.
+
+        Reads: the lease row. Writes: nothing. Locks: nothing. Clock: none."""
+        ls = self.t.leases
+        row = self._tx(lambda c: c.execute(sa.select(ls).where(ls.c.name == name)).first())
+        return None if row is None else Lease.from_row(row)
+
+    # -- nodes --------------------------------------------------------------------------
+    def register_node(
+        self, node: str, *, host: str, pid: int, roles: str, registry_hash: str | None, version: str,
+        now: datetime | None = None, schedules: Sequence[str] | None = None,
+    ) -> None:
+        """Record a starting node. ``schedules``: the names of the schedules it declares (a
+        node with a scheduler); a sync elsewhere never disables what a live node declares.
+
+        Reads: nothing. Writes: the node's row (replaced). Locks: the row (delete, then
+        insert). Clock: ``now`` or the database clock (``started_at``, ``heartbeat_at``)."""
+        n = self.t.nodes
+        declared = None if schedules is None else json.dumps(sorted(set(schedules)))
+
+        def run(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(n).where(n.c.id == node))
+            conn.execute(
+                sa.insert(n).values(
+                    id=node, host=host, pid=pid, roles=roles, registry_hash=registry_hash, version=version,
+                    started_at=self._now(now), heartbeat_at=self._now(now), schedules=declared,
+                )
+            )
+
+        self._tx(run)
+
+    def heartbeat_node(self, node: str, now: datetime | None = None) -> None:
+        """Record that ``node`` is alive.
+
+        Reads: nothing. Writes: the node's ``heartbeat_at``. Locks: the row it updates.
+        Clock: ``now`` or the database clock."""
+        n = self.t.nodes
+        self._tx(lambda c: c.execute(sa.update(n).where(n.c.id == node).values(heartbeat_at=self._now(now))))
+
+    def remove_node(self, node: str) -> None:
+        """Forget ``node`` (it stopped cleanly).
+
+        Reads: nothing. Writes: deletes the node's row. Locks: the row. Clock: none."""
+        n = self.t.nodes
+        self._tx(lambda c: c.execute(sa.delete(n).where(n.c.id == node)))
+
+    def list_nodes(self) -> list[NodeRow]:
+        """Every recorded node, oldest start first.
+
+        Reads: the node rows. Writes: nothing. Locks: nothing. Clock: none."""
+        n = self.t.nodes
+        stmt = sa.select(n).order_by(n.c.started_at)
+        return NodeRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
+
+    def live_declarations(self, within: float, now: datetime | None = None) -> dict[str, list[str]]:
+        """``{node id: declared schedule names}`` of the nodes whose last heartbeat is at most
+        ``within`` seconds old and that recorded what they declare.
+
+        Reads: the node rows. Writes: nothing. Locks: nothing. Clock: ``now`` or the
+        database clock."""
+        n = self.t.nodes
+        stmt = sa.select(n.c.id, n.c.schedules).where(
+            n.c.heartbeat_at >= self._now(now, -within), n.c.schedules.is_not(None)
+        )
+        out: dict[str, list[str]] = {}
+        for node, text in self._tx(lambda c: list(c.execute(stmt))):
+            names = declared_names(text)
+            if names is not None:
+                out[node] = names
+        return out
+
+    def prune_nodes(self, older_than: float, now: datetime | None = None) -> int:
+        """Forget nodes whose last heartbeat is older than ``older_than`` seconds; returns how
+        many.
+
+        Reads: the node rows. Writes: deletes the stale ones. Locks: the deleted rows.
+        Clock: ``now`` or the database clock."""
+        n = self.t.nodes
+        stmt = sa.delete(n).where(n.c.heartbeat_at < self._now(now, -older_than))
+        return self._tx(lambda c: c.execute(stmt).rowcount)

@@ -1,16 +1,25 @@
-"""Table definitions (SQLAlchemy Core). Times are stored as naive UTC and read back aware."""
+"""Table definitions (SQLAlchemy Core). Times are stored as naive UTC and read back aware.
+
+The column types and index options that differ by database come from :mod:`.dialect`
+(:class:`UTCDateTime`, :data:`LONG_TEXT`, :data:`ROW_ID`, :class:`TextDefault`,
+:func:`partial_index`); this module names no database."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.ext.compiler import compiles
 
 from ..errors import ConfigError
+from .dialect import LONG_TEXT, ROW_ID, TextDefault, UTCDateTime, index_include, partial_index
+
+__all__ = [
+    "ACTIVE_STATES", "FINISHED_STATES", "JOB_STATES", "LEGACY_JOB_CONSTRAINTS", "LEGACY_JOB_INDEXES", "LONG_TEXT",
+    "SCHEMA_VERSION", "TABLE_PREFIX_MAX", "Tables", "TextDefault", "UTCDateTime", "build_metadata",
+    "check_table_prefix", "state_is",
+]
 
 # 2: schedule errors, nodes' declared schedules, server defaults, LONGTEXT
 # 3: partial, sparse job indexes (PostgreSQL, SQLite); no active_key column there
@@ -34,31 +43,6 @@ def check_table_prefix(prefix: object) -> str:
     return prefix
 
 
-class TextDefault(sa.sql.expression.ColumnElement[Any]):
-    """The server default of a text column: ``DEFAULT '{}'``, and on MySQL/MariaDB the
-    expression form ``DEFAULT ('{}')`` (MySQL 8 accepts no literal default on TEXT types).
-    SQLite's ADD COLUMN needs the literal form."""
-
-    inherit_cache = True
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-
-@compiles(TextDefault)
-def _text_default(element: TextDefault, compiler: Any, **kw: Any) -> str:
-    return str(compiler.render_literal_value(element.value, sa.String()))
-
-
-@compiles(TextDefault, "mysql")
-@compiles(TextDefault, "mariadb")
-def _text_default_mysql(element: TextDefault, compiler: Any, **kw: Any) -> str:
-    return f"({compiler.render_literal_value(element.value, sa.String())})"
-
-
-# MySQL/MariaDB's TEXT holds 64 KB; every text column is LONGTEXT there (args of any size)
-LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
 ACTIVE_STATES = ("queued", "running")
 FINISHED_STATES = ("succeeded", "failed", "cancelled", "skipped")  # terminal: the history
@@ -76,43 +60,6 @@ def state_is(state: sa.ColumnElement[Any], *states: str) -> sa.ColumnElement[boo
         raise ValueError(f"not job states: {states!r}")
     terms = [state == sa.literal_column(f"'{s}'", sa.String()) for s in states]
     return terms[0] if len(terms) == 1 else sa.or_(*terms).self_group()
-
-
-class _SQLiteDateTime(sqlite.DATETIME):
-    """SQLite's DATETIME, read back as the stored text: :class:`UTCDateTime` parses it with
-    ``datetime.fromisoformat`` (C) instead of SQLAlchemy's regular expression, which is the
-    larger part of reading a claimed batch."""
-
-    def result_processor(self, dialect: sa.Dialect, coltype: object) -> None:
-        return None
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware datetime in Python, naive UTC in the database (microsecond precision everywhere)."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[datetime]:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(_SQLiteDateTime())  # type: ignore[no-untyped-call]
-        return dialect.type_descriptor(sa.DateTime())
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} cannot be stored; pass an aware one")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | str | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # SQLite: stored text, read as is (see _SQLiteDateTime)
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=timezone.utc)
 
 
 def _ts(name: str, **kw: object) -> sa.Column[datetime]:
@@ -147,7 +94,7 @@ def build_metadata(prefix: str = "linger_", *, partial_indexes: bool = True) -> 
     jobs = sa.Table(
         f"{prefix}jobs",
         md,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
         sa.Column("task", sa.String(255), nullable=False),
         # a NOT NULL column with a Python default has the same server default: `db upgrade`
         # can then add it to a table that holds rows
@@ -303,27 +250,24 @@ def _job_indexes(jobs: sa.Table, prefix: str, partial: bool) -> None:
         sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id)
         return
 
-    def where(cond: sa.ColumnElement[bool], *, sqlite: bool = True) -> dict[str, Any]:
-        return {"postgresql_where": cond, **({"sqlite_where": cond} if sqlite else {})}
-
     queued, running = state_is(c.state, "queued"), state_is(c.state, "running")
     active, finished = state_is(c.state, *ACTIVE_STATES), state_is(c.state, *FINISHED_STATES)
     scheduled = c.schedule_name.is_not(None)
-    sa.Index(f"{prefix}jobs_queued_ix", c.queue, c.priority, c.run_at, c.id, **where(queued))
-    sa.Index(f"{prefix}jobs_next_ix", c.priority, c.run_at, c.id, **where(queued))
-    sa.Index(f"{prefix}jobs_running_ix", c.locked_until, **where(running))
+    sa.Index(f"{prefix}jobs_queued_ix", c.queue, c.priority, c.run_at, c.id, **partial_index(queued))
+    sa.Index(f"{prefix}jobs_next_ix", c.priority, c.run_at, c.id, **partial_index(queued))
+    sa.Index(f"{prefix}jobs_running_ix", c.locked_until, **partial_index(running))
     # insert-if-absent (ON CONFLICT DO NOTHING, no target) works with partial unique indexes
-    sa.Index(f"{prefix}jobs_occurrence_ux", c.schedule_name, c.scheduled_for, unique=True, **where(scheduled))
+    sa.Index(f"{prefix}jobs_occurrence_ux", c.schedule_name, c.scheduled_for, unique=True, **partial_index(scheduled))
     sa.Index(f"{prefix}jobs_unique_key_ux", c.unique_key, unique=True,
-             **where(sa.and_(c.unique_key.is_not(None), active)))
+             **partial_index(sa.and_(c.unique_key.is_not(None), active)))
     # state in the key: SQLite prefers it to jobs_schedule_ix for "queued or running" (two
     # constrained columns against one) without statistics
-    sa.Index(f"{prefix}jobs_active_schedule_ix", c.schedule_name, c.state, **where(sa.and_(scheduled, active)))
-    sa.Index(f"{prefix}jobs_schedule_ix", c.schedule_name, c.id, **where(scheduled))
-    sa.Index(f"{prefix}jobs_done_ix", c.state, c.id, **where(finished))
-    sa.Index(f"{prefix}jobs_task_ix", c.task, c.id, **where(finished, sqlite=False))
+    sa.Index(f"{prefix}jobs_active_schedule_ix", c.schedule_name, c.state, **partial_index(sa.and_(scheduled, active)))
+    sa.Index(f"{prefix}jobs_schedule_ix", c.schedule_name, c.id, **partial_index(scheduled))
+    sa.Index(f"{prefix}jobs_done_ix", c.state, c.id, **partial_index(finished))
+    sa.Index(f"{prefix}jobs_task_ix", c.task, c.id, **partial_index(finished, stable_columns=True))
     # PostgreSQL: INCLUDE (state) makes counts by queue and state index-only scans
-    sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id, postgresql_include=["state"], **where(finished, sqlite=False))
+    sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id, **index_include("state"), **partial_index(finished, stable_columns=True))
 
 
 class Tables:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 
 from linger_sched.errors import JobNotFoundError, JobStateError
-from linger_sched.store import SCHEMA_VERSION, Occurrence, Plan, Store, encode_args
+from linger_sched.store import SCHEMA_VERSION, Claimed, Job, Lease, NodeRow, Occurrence, Plan, ScheduleRow, Store, encode_args
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -317,3 +320,75 @@ def test_a_claim_reads_an_index_in_claim_order_and_sorts_nothing(store: Store, q
     # covers the claim's "state = 'queued'", so it is not reported as COVERING)
     index = store.prefix + ("jobs_next_ix" if queues is None else "jobs_queued_ix")
     assert any(f"USING INDEX {index}" in step or f"USING COVERING INDEX {index}" in step for step in plan), plan
+
+
+# -- the contract is written down, and rows are read by column name -------------------------
+# public members that run no SQL of their own: a docstring is enough
+NO_SQL = {"auto_install_default", "can_listen", "display_url", "dispose", "is_transient", "rejects_values"}
+CONTRACT = ("Reads:", "Writes:", "Locks:", "Clock:")
+
+
+def test_every_public_store_method_states_what_it_reads_writes_locks_and_its_clock() -> None:
+    assert Store.__mro__ == (Store, object), "one Store class, not a split across base classes"
+    doc = inspect.getdoc(Store) or ""
+    for topic in ("now=None", "clock", "Transactions", "retr", "transient", "Locks:", "SKIP LOCKED",
+                  "compare-and-set", "lease fencing"):
+        assert topic in doc, f"the Store docstring does not explain {topic!r}"
+    assert NO_SQL <= set(vars(Store)), sorted(NO_SQL - set(vars(Store)))
+    public = {name: m for name, m in vars(Store).items() if not name.startswith("_")}
+    assert len(public) > 40
+    missing = []
+    for name, member in sorted(public.items()):
+        fn = member.fget if isinstance(member, property) else member
+        fn = fn.__func__ if isinstance(fn, (staticmethod, classmethod)) else fn
+        text = inspect.getdoc(fn) or ""
+        if not text.strip():
+            missing.append(f"{name}: no docstring")
+        elif name not in NO_SQL:
+            lacking = [h for h in CONTRACT if h not in text]
+            if lacking:
+                missing.append(f"{name}: says nothing of {lacking}")
+    assert not missing, missing
+
+
+def _reversed(store: Store, table: sa.Table, *extra: sa.ColumnElement[object]) -> list[sa.Row]:
+    """Every row of ``table``, its columns selected last to first (and ``extra`` after them)."""
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.select(*list(table.c)[::-1], *extra)))
+
+
+def test_rows_are_built_by_column_name_not_position(store: Store) -> None:
+    # a query may list the columns in any order, and more of them than the row type has: each
+    # field is read from the column of its name (with rows built by position, the schedule's
+    # name would be its disabled_reason, the lease's holder its acquired_at, ...)
+    _schedule(store, "s")
+    store.register_node("n1", host="h", pid=7, roles="worker", registry_hash="x", version="1", now=T0, schedules=["s"])
+    store.acquire_lease("leader", "a", 10, now=T0)
+    (i,) = store.enqueue([job("t", queue="q", priority=3, unique_key="k")], now=T0)
+    (claimed,) = store.claim("n", None, 1, 30, now=T0)
+    s, n, ls, j = store.t.schedules, store.t.nodes, store.t.leases, store.t.jobs
+
+    (row,) = _reversed(store, s, sa.true().label("active"))
+    expected = replace(store.get_schedule("s"), active=True)
+    assert ScheduleRow.from_row(row) == expected and ScheduleRow.from_rows([row]) == [expected]
+    assert (expected.name, expected.spec_hash, expected.next_run_at) == ("s", "h", T0)
+    (row,) = _reversed(store, n)
+    assert NodeRow.from_row(row) == NodeRow.from_rows([row])[0] == store.list_nodes()[0]
+    assert (NodeRow.from_row(row).id, NodeRow.from_row(row).pid, NodeRow.from_row(row).declared()) == ("n1", 7, ["s"])
+    (row,) = _reversed(store, ls)
+    lease = store.get_lease("leader")
+    assert Lease.from_row(row) == lease and lease is not None and (lease.holder, lease.epoch) == ("a", 1)
+    (row,) = _reversed(store, j)
+    assert Job.from_row(row) == store.get_job(i)
+    assert (Job.from_row(row).task, Job.from_row(row).queue, Job.from_row(row).args) == ("t", "q", [1])
+    # what a claim returns: its columns (any order) and the claim's now, labelled claimed_at
+    columns = [j.c[f.name] for f in fields(Claimed) if f.name != "claimed_at"][::-1]
+    with store.engine.connect() as conn:
+        rows = list(conn.execute(sa.select(j.c.started_at.label("claimed_at"), *columns)))
+    assert Claimed.from_rows(rows) == [claimed] and Claimed.from_row(rows[0]) == claimed
+    assert (claimed.id, claimed.priority, claimed.attempts, claimed.claimed_at) == (i, 3, 1, T0)
+    # a column the row type needs is missing: an error, not a row with shifted fields
+    with store.engine.connect() as conn:
+        partial = list(conn.execute(sa.select(n.c.id, n.c.host)))
+    with pytest.raises(KeyError, match="pid"):
+        NodeRow.from_rows(partial)
