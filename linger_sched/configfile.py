@@ -300,6 +300,15 @@ def _parse_yaml(p: str) -> Any:
             context += f" (started on line {context_mark.line + 1})"
         raise ConfigError(f"invalid YAML: {context + ', ' if context else ''}{problem}", file=p, line=where,
                           key=_key_on_line(text, where)) from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's scanner turns a double-quoted "\\U" escape beyond U+10FFFF into chr(), which
+        # raises a bare ValueError (OverflowError past 2**31) with no position: find the escape ourselves
+        bad = next((m for m in re.finditer(r"\\U([0-9A-Fa-f]{8})", text) if int(m.group(1), 16) > 0x10FFFF), None)
+        if bad is None:
+            raise ConfigError(f"invalid YAML: {exc}", file=p) from None
+        line = _line_of(text, bad.start())
+        raise ConfigError(f"invalid YAML: the escape {bad.group(0)} is beyond U+10FFFF, the last Unicode code point",
+                          file=p, line=line, key=_key_on_line(text, line)) from None
     except RecursionError:  # the depth limit comes first; this is the last line of defence
         raise ConfigError("invalid YAML: nested too deeply", file=p) from None
 

@@ -469,3 +469,13 @@ def test_code_schedules_check_arguments(tmp_path: Path) -> None:
     assert "solo" in str(info.value) and "args" in str(info.value)
     app.schedule("ok", pair, every="1h", args=[1], kwargs={"b": 2})
     assert not (tmp_path / "unused.db").exists()
+
+
+@pytest.mark.parametrize("escape", ["\\U00110000", "\\UFFFFFFFF"])
+def test_a_unicode_escape_beyond_the_last_code_point_is_located(escape: str, tmp_path: Path) -> None:
+    # PyYAML's scanner raises a bare ValueError (chr() arg not in range) for these
+    path = write(tmp_path, f'imports: []\nschedules:\n  "a{escape}": {{task: noop, every: 1h}}\n')
+    with pytest.raises(ConfigError) as info:
+        read_config_file(path)
+    assert info.value.line == 3
+    assert escape.lower() in str(info.value).lower() and "U+10FFFF" in str(info.value)
