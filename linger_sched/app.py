@@ -23,6 +23,7 @@ from .clock import Clock
 from .config import Settings, resolve
 from .configfile import FileConfig, import_modules, read_config_file, schedules_from_config
 from .errors import ConfigError, JobArgumentsError, JobOptionError, LingerError, NaiveDatetimeError, SpecError
+from .harness import LingerTesting
 from .node import Node
 from .registry import (
     DEFAULT_MAX_ATTEMPTS,
@@ -224,6 +225,10 @@ class Linger:
 
     ``Linger()`` uses ``LINGER_DATABASE_URL`` or ``sqlite:///linger.db``. Settings may be
     given as keyword arguments (``concurrency=4``, ``lease_ttl=10``, ...)."""
+
+    _testing: LingerTesting | None = None  # app.testing, made on first use
+    # inline mode (app.testing.inline()): called with the ids of every enqueue's new jobs
+    _after_insert: Callable[[list[int]], None] | None = None
 
     def __init__(
         self,
@@ -502,6 +507,8 @@ class Linger:
                 r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
         ids = self.store.enqueue(rows, now=self.clock.store_now())
         self._wake(rows[0])
+        if self._after_insert is not None:
+            self._after_insert(ids)
         return ids
 
     def enqueue_many(
@@ -755,6 +762,15 @@ class Linger:
         """Run a worker in this thread until no due job is left (tests, scripts, cron)."""
         w = self.new_worker(concurrency, queues)
         w.run(threading.Event(), burst=burst)
+
+    @property
+    def testing(self) -> LingerTesting:
+        """Test helpers for this app, made on first use: ``run_pending()``, ``advance()``,
+        ``advance_to()``, ``assert_enqueued()``, ``refute_enqueued()``, ``enqueued_jobs()`` and
+        ``inline()`` (see docs/testing.md; the pytest fixtures are in :mod:`linger_sched.testing`)."""
+        if self._testing is None:
+            self._testing = LingerTesting(self)
+        return self._testing
 
 
 _default: Linger | None = None

@@ -146,3 +146,23 @@ class StoreError(LingerError):
 
 class SchemaError(StoreError):
     """The schema is missing or older/newer than this version of linger-sched expects."""
+
+
+class FakeClockRequiredError(LingerError, TypeError):
+    """A testing helper that moves time (``app.testing.advance()``) on an app whose clock is not
+    a :class:`~linger_sched.clock.FakeClock`."""
+
+
+class RunLimitError(LingerError):
+    """A testing helper stopped at its limit with work still due: ``run_pending()`` after
+    ``limit`` attempts (a task that enqueues itself, retries with no backoff), ``advance()``
+    after ``max_steps`` steps (a schedule firing very often)."""
+
+
+class JobFailedError(LingerError):
+    """In inline mode (``app.testing.inline()``), a job that the enqueue ran failed; ``job`` is
+    its row as recorded (``state``, ``attempts``, ``last_error`` with the traceback)."""
+
+    def __init__(self, message: str, job: object) -> None:
+        self.job = job
+        super().__init__(message)

@@ -119,6 +119,45 @@ def _format_error(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be formatted)"
 
 
+class _TimedOut(Exception):
+    """An ``async def`` task run by :meth:`Worker.run_here` went past its timeout."""
+
+
+def _await_here(awaitable: Awaitable[Any], context: JobContext, timeout: float | None) -> Any:
+    """Run a coroutine task to its end on a new event loop in the calling thread, or on a
+    thread of its own when the calling thread already runs a loop (an ``async def`` test)."""
+    import asyncio
+
+    async def attempt() -> Any:
+        _current.set(context)  # current_job() works inside the coroutine
+        if not timeout:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError:
+            raise _TimedOut(f"timed out after {timeout:g}s") from None
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(attempt())
+    outcome: list[Any] = []
+
+    def main() -> None:
+        try:
+            outcome.append((True, asyncio.run(attempt())))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=main, name="linger-await-here", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def malformed(job: Claimed) -> str | None:
     """Why a claimed row cannot be run (written by hand or by a broken client), or None.
 
@@ -303,6 +342,22 @@ class Worker:
         report.wait = self._wait_hint(report, claim)
         return report
 
+    def run_here(self, limit: int = 1) -> list[Claimed]:
+        """Claim up to ``limit`` due jobs (of this worker's queues), run them one after another
+        in the calling thread, and write their outcomes as the loop does (retry with backoff,
+        ``failed`` after max_attempts); returns the attempts run. The testing helpers'
+        engine (``app.testing.run_pending()``): no pool, no lead time, no heartbeat thread. An
+        ``async def`` task runs to its end on an event loop of its own (see :func:`_await_here`);
+        a plain function's ``timeout`` is not enforced (the caller's thread cannot be left)."""
+        jobs = self.store.claim(self.node_id, self.settings.queues, limit, self.settings.job_lease_ttl,
+                                now=self.clock.store_now())
+        for job in jobs:
+            with self._lock:
+                self._running[(job.id, job.attempts)] = _Held(job)
+            self._execute(job, here=True)
+        self.flush()
+        return jobs
+
     def _wait_hint(self, report: Report, claim: bool) -> float:
         s = self.settings
         until_heartbeat = float("inf")
@@ -355,7 +410,7 @@ class Worker:
         if self._inbox.qsize() <= self.settings.concurrency // 2:
             self.wake.set()
 
-    def _execute(self, job: Claimed) -> None:
+    def _execute(self, job: Claimed, *, here: bool = False) -> None:
         start = self.clock.monotonic()
         with self._lock:
             held = self._running.get((job.id, job.attempts))
@@ -382,8 +437,10 @@ class Worker:
             finally:
                 _current.reset(token)
             if inspect.isawaitable(result):
-                self._run_async(job, result, context, start, task.timeout)
-                return
+                if not here:
+                    self._run_async(job, result, context, start, task.timeout)
+                    return
+                result = _await_here(result, context, task.timeout)
             if result is False:
                 error = "task returned False"
             else:
@@ -392,6 +449,8 @@ class Worker:
             error, retryable = f"{exc}; the job was not run", False
         except JobArgumentsError as exc:
             error, retryable = f"{exc}; the job was not run", False
+        except _TimedOut as exc:
+            error = str(exc)
         except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
             error = _format_error(exc)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
