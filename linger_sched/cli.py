@@ -231,6 +231,19 @@ def db_upgrade(**common: Any) -> None:
     click.echo(f"schema version {before if before is not None else 'none'} -> {after}")
 
 
+@db.command("recount")
+@common_options
+@handle_errors
+def db_recount(**common: Any) -> None:
+    """Count the finished jobs again from their rows (after rows were changed by hand)."""
+    app = load_app(**common)
+    app.store.check_schema()
+    found = app.store.recount()
+    total = sum(found.values())
+    click.echo(f"{total} finished job{'s' if total != 1 else ''} counted in {len(found)} (queue, state) pair"
+               f"{'s' if len(found) != 1 else ''}")
+
+
 # -- worker and run ---------------------------------------------------------------------
 def _exit_node(code: int) -> None:
     """Exit after a node stopped. A job thread still running past the grace period (its job

@@ -166,6 +166,7 @@ class Node:
                     app.store.prune_nodes(max(600.0, 20 * app.settings.lease_ttl), now=app.clock.store_now())
                     if app.settings.keep_finished is not None:
                         app.store.prune(app.settings.keep_finished, now=app.clock.store_now())
+                    app.store.fold_counts()
                 failures = 0
             except Exception as exc:
                 failures += 1

@@ -567,7 +567,8 @@ class Worker:
         held_twice = {job_id for job_id, n in counts.items() if n > 1}
         attempts = {o.job.id: o.job.attempts for o in outcomes if not o.ok or o.job.id in held_twice}
         lost_ok, lost_failed = self.store.finish(self.node_id, [o.job.id for o in ok], failed,
-                                                 now=self.clock.store_now(), attempts=attempts)
+                                                 now=self.clock.store_now(), attempts=attempts,
+                                                 queues={o.job.id: o.job.queue for o in outcomes})
         for job_id in lost_ok + lost_failed:
             log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
                         extra={"action": "lost_lease", "job_id": job_id})

@@ -115,3 +115,14 @@ def add_missing_indexes(conn: sa.Connection, metadata: sa.MetaData) -> None:
             if ix.name not in have_ix:
                 ix.create(conn)
                 log.info("schema upgrade: added index %s", ix.name)
+
+
+def rebuild_partial_indexes(conn: sa.Connection, table: sa.Table, names: list[str], dialect: Dialect) -> None:
+    """Drop the indexes ``names`` of ``table`` that exist and are partial on this database, so
+    that :func:`add_missing_indexes` creates them with their current WHERE (version 4:
+    ``jobs_task_ix`` holds queued rows too)."""
+    have = {ix["name"] for ix in sa.inspect(conn).get_indexes(table.name)}
+    for ix in table.indexes:
+        if ix.name in names and ix.name in have and dialect.index_is_partial(ix):
+            ix.drop(conn)
+            log.info("schema upgrade: dropped index %s, to be rebuilt", ix.name)

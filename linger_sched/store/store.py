@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -34,7 +35,16 @@ from .rows import (
     encode_args,
     occurrence_rows,
 )
-from .tables import ACTIVE_STATES, FINISHED_STATES, JOB_STATES, SCHEMA_VERSION, build_metadata, check_table_prefix, state_is
+from .tables import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    JOB_STATES,
+    PARTIAL_JOB_INDEX_STATES,
+    SCHEMA_VERSION,
+    build_metadata,
+    check_table_prefix,
+    state_is,
+)
 
 # the row types and helpers, importable from here as before
 __all__ = [
@@ -257,8 +267,10 @@ class Store:
 
         In separate transactions: the missing tables (:meth:`install_schema`); version 3's
         job table change (see :func:`.schema.migrate_jobs`: every row is kept); the missing
-        columns (and, on MySQL/MariaDB, text columns widened to LONGTEXT); the missing
-        indexes; the new version number.
+        columns (and, on MySQL/MariaDB, text columns widened to LONGTEXT); version 4's
+        rebuilt ``jobs_task_ix`` (PostgreSQL); the missing indexes; version 4's ``counts``
+        filled from the finished rows (:meth:`recount`: stop the nodes first); the new
+        version number.
 
         Reads: the catalog; ``meta``. Writes: DDL on every table that lacks something; the
         job table's rows are copied when it is rebuilt (SQLite); ``meta``'s version.
@@ -275,7 +287,11 @@ class Store:
         # changed by one ALTER TABLE with the columns it lacks (MySQL/MariaDB, atomic)
         self._tx(lambda c: schema.migrate_jobs(c, self.t.jobs, self.prefix, self.dialect))
         self._tx(lambda c: schema.add_missing_columns(c, self.metadata, self.dialect))  # to tables that exist
+        if before is not None and before < 4:  # version 4: jobs_task_ix holds queued rows too
+            self._tx(lambda c: schema.rebuild_partial_indexes(c, self.t.jobs, [self.prefix + "jobs_task_ix"], self.dialect))
         self._tx(lambda c: schema.add_missing_indexes(c, self.metadata))  # to tables that exist
+        if before is not None and before < 4:
+            self.recount()  # version 4: finished jobs counted in ``counts``
         self._tx(lambda c: schema.record_version(c, self.t.meta))
         return before, SCHEMA_VERSION
 
@@ -516,6 +532,7 @@ class Store:
         now: datetime | None = None,
         *,
         attempts: Mapping[int, int] | None = None,
+        queues: Mapping[int, str] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Record outcomes of jobs ``node`` still holds, in one transaction.
 
@@ -525,9 +542,12 @@ class Store:
         :func:`clean_text`. A job no longer locked by ``node`` (rescued after its lease
         expired), or, with ``attempts`` (id -> attempt), no longer at that attempt, is left
         alone. Returns the ids that were not recorded for that reason: (succeeded, failed).
+        ``queues`` (id -> queue, as claimed) spares reading the queues of the jobs that end,
+        which the counts of finished jobs are kept by (see :meth:`count_by_queue_and_state`).
 
-        Reads: the rows by primary key. Writes: ``state``, ``finished_at`` or ``run_at``,
-        ``last_error``, and clears ``locked_by``/``locked_until``. Locks: lease fencing per
+        Reads: the rows by primary key (their queues, unless ``queues`` has them). Writes:
+        ``state``, ``finished_at`` or ``run_at``, ``last_error``, and clears
+        ``locked_by``/``locked_until``; a row of ``counts`` per queue and final state. Locks: lease fencing per
         job: each UPDATE applies only while the row is ``running``, locked by ``node`` (and
         at the given attempt). Clock: ``now`` or the database clock."""
         j = self.t.jobs
@@ -541,8 +561,16 @@ class Store:
         def run(conn: sa.Connection) -> tuple[list[int], list[int]]:
             lost_ok: list[int] = []
             lost_failed: list[int] = []
-            if succeeded:
-                ids = list(succeeded)
+            finals = [job_id for job_id, _, retry_in in failed if retry_in is None]
+            queue_of = self._queues_of(conn, [*succeeded, *finals], queues)
+            counted: Counter[tuple[str, str]] = Counter()
+            by_queue: dict[str, list[int]] = {}
+            for i in succeeded:
+                if i in queue_of:
+                    by_queue.setdefault(queue_of[i], []).append(i)
+                else:
+                    lost_ok.append(i)  # no such row any more
+            for queue, ids in by_queue.items():  # one UPDATE per queue: its rowcount is the count
                 which: list[sa.ColumnElement[bool]] = [j.c.id.in_(ids)]  # the primary key finds the rows
                 pinned = [(i, attempts[i]) for i in ids if attempts is not None and i in attempts]
                 if pinned:
@@ -553,9 +581,10 @@ class Store:
                     .where(*which, *mine)
                     .values(state="succeeded", finished_at=self._now(now), locked_by=None, locked_until=None)
                 ).rowcount
+                counted[queue, "succeeded"] += n
                 if n != len(ids):
                     held = {r[0] for r in conn.execute(sa.select(j.c.id).where(j.c.id.in_(ids), j.c.state == "succeeded"))}
-                    lost_ok = [i for i in ids if i not in held]
+                    lost_ok += [i for i in ids if i not in held]
             for job_id, error, retry_in in failed:
                 if retry_in is None:
                     v: dict[str, Any] = {"state": "failed", "finished_at": self._now(now)}
@@ -564,9 +593,31 @@ class Store:
                 v.update(locked_by=None, locked_until=None, last_error=clean_text(error))
                 if conn.execute(sa.update(j).where(j.c.id == job_id, *mine, *same_attempt(job_id)).values(v)).rowcount != 1:
                     lost_failed.append(job_id)
+                elif retry_in is None:
+                    counted[queue_of[job_id], "failed"] += 1
+            self._count(conn, counted)
             return lost_ok, lost_failed
 
         return self._tx(run)
+
+    def _queues_of(self, conn: sa.Connection, ids: Sequence[int], known: Mapping[int, str] | None) -> dict[int, str]:
+        """The queue of each job of ``ids`` that exists: from ``known`` where it has it, else
+        read by primary key."""
+        out = {i: known[i] for i in ids if i in known} if known else {}
+        missing = [i for i in ids if i not in out]
+        j = self.t.jobs
+        for start in range(0, len(missing), 1000):
+            stmt = sa.select(j.c.id, j.c.queue).where(j.c.id.in_(missing[start:start + 1000]))
+            out.update((job_id, queue) for job_id, queue in conn.execute(stmt))
+        return out
+
+    def _count(self, conn: sa.Connection, deltas: Mapping[tuple[str, str], int]) -> None:
+        """Record, in the caller's transaction, finished jobs that changed: ``(queue, state) ->
+        n`` (negative when jobs left ``state`` or were deleted). An INSERT of its own rows: no
+        two writers wait on one counter row."""
+        rows = [{"queue": q, "state": st, "n": n} for (q, st), n in deltas.items() if n]
+        if rows:
+            conn.execute(sa.insert(self.t.counts), rows)
 
     def hand_back(self, node: str, ids: Sequence[int] | None = None, now: datetime | None = None) -> int:
         """Shutdown: put jobs ``node`` holds (all, or ``ids``) back to ``queued`` at once.
@@ -604,18 +655,19 @@ class Store:
 
         Reads: up to ``limit`` running rows with ``locked_until < now`` (``jobs_running_ix``).
         Writes: their ``state``, ``run_at`` or ``finished_at``, ``last_error``, and clears
-        ``locked_by``/``locked_until``; then a notification to listeners (on commit).
-        Locks: the expired rows, FOR UPDATE SKIP LOCKED (SQLite: the write lock), and each
+        ``locked_by``/``locked_until``; ``counts`` for the failed ones; then a notification to
+        listeners (on commit). Locks: the expired rows, FOR UPDATE SKIP LOCKED (SQLite: the write lock), and each
         UPDATE applies only while the lease is still expired (compare-and-set: a late
         heartbeat or finish wins). Clock: ``now`` or the database clock."""
         j = self.t.jobs
         expired = (state_is(j.c.state, "running"), j.c.locked_until < self._now(now))  # jobs_running_ix
 
         def run(conn: sa.Connection) -> list[tuple[int, str | None, str]]:
-            pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts).where(*expired).limit(limit)
+            pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts, j.c.queue).where(*expired).limit(limit)
             rows = list(conn.execute(self.dialect.skip_locked(pick)))
             out = []
-            for job_id, holder, attempts, max_attempts in rows:
+            counted: Counter[tuple[str, str]] = Counter()
+            for job_id, holder, attempts, max_attempts, queue in rows:
                 last = attempts >= max_attempts
                 state = "failed" if last else "queued"
                 v: dict[str, Any] = {
@@ -630,6 +682,8 @@ class Store:
                     v["run_at"] = self._now(now)
                 if conn.execute(sa.update(j).where(j.c.id == job_id, *expired).values(v)).rowcount:
                     out.append((job_id, holder, state))
+                    counted[queue, "failed"] += last
+            self._count(conn, counted)
             if out:
                 self.dialect.notify(conn, self.channel)
             return out
@@ -664,8 +718,8 @@ class Store:
 
         Reads: an index in id order for each shape: by state (``jobs_done_ix`` for a finished
         state; the running ones are few), by schedule (``jobs_schedule_ix``), by task or
-        queue (``jobs_task_ix`` / ``jobs_queue_ix``; where those hold finished rows only, the
-        finished rows through them and the queued and running ones apart, newest of both);
+        queue (``jobs_task_ix`` / ``jobs_queue_ix``; where those are partial, the rows they
+        hold through them and the other active ones apart, newest of the arms);
         then the rows. Writes: nothing. Locks: nothing. Clock: none."""
         j = self.t.jobs
         if state is not None and state not in JOB_STATES:
@@ -698,12 +752,13 @@ class Store:
             return stmt.limit(limit) if limit else stmt
 
         stmt = ordered(*rows(*([state] if state else [])))
-        if limit and not state and not schedule_name and (task and self._finished_only("jobs_task_ix")
-                                                          or queue and self._finished_only("jobs_queue_ix")):
-            # the index holds finished rows only: read them through it, the queued and the
-            # running ones apart (each in id order), and keep the first of the three
+        index = "jobs_task_ix" if task else "jobs_queue_ix" if queue else None
+        if limit and not state and not schedule_name and index is not None and self._partial(index):
+            # the index holds the rows of some states only: read those through it, each other
+            # active state apart (each in id order), and keep the first of the arms
+            held = PARTIAL_JOB_INDEX_STATES[index]
             arms = []
-            for group in (FINISHED_STATES, ("queued",), ("running",)):
+            for group in (held, *[(s,) for s in ACTIVE_STATES if s not in held]):
                 sel, id_col = rows(*group)
                 arms.append(ordered(sel.with_only_columns(id_col), id_col).subquery())
             union = sa.union_all(*[sa.select(a.c.id) for a in arms]).subquery("arms")
@@ -712,9 +767,9 @@ class Store:
             stmt = sa.select(j).join(first, j.c.id == first.c.id).order_by(j.c.id.desc() if newest_first else j.c.id.asc())
         return [Job.from_row(r) for r in self._tx(lambda c: list(c.execute(stmt)))]
 
-    def _finished_only(self, index: str) -> bool:
-        """Whether the job index ``index`` (its name after the prefix) holds finished rows only
-        on this database (a partial index ``WHERE state = 'succeeded' OR ...``)."""
+    def _partial(self, index: str) -> bool:
+        """Whether the job index ``index`` (its name after the prefix) is partial on this
+        database: it holds the rows of :data:`PARTIAL_JOB_INDEX_STATES` only."""
         for ix in self.t.jobs.indexes:
             if ix.name == self.prefix + index:
                 return self.dialect.index_is_partial(ix)
@@ -723,26 +778,24 @@ class Store:
     def count_by_state(self) -> dict[str, int]:
         """``{state: number of jobs}`` for the states that have jobs.
 
-        Reads: one index per count (``jobs_next_ix``, ``jobs_running_ix``, ``jobs_done_ix``),
-        never the whole table (SQLite 3.40 also reads the rows of the queued and running
-        jobs: it does not take a partial index as covering the ``state`` of its own WHERE).
-        Writes: nothing. Locks: nothing. Clock: none."""
-        j = self.t.jobs
-        stmt = sa.union_all(
-            sa.select(sa.literal_column("'queued'", sa.String()), sa.func.count()).where(state_is(j.c.state, "queued")),
-            sa.select(sa.literal_column("'running'", sa.String()), sa.func.count()).where(state_is(j.c.state, "running")),
-            sa.select(self._finished_col, sa.func.count()).where(self._finished(*FINISHED_STATES)).group_by(self._finished_col),
-        )
-        return {s: n for s, n in self._tx(lambda c: list(c.execute(stmt))) if n}
+        Reads: as :meth:`count_by_queue_and_state` (summed over queues). Writes: nothing.
+        Locks: nothing. Clock: none."""
+        out: Counter[str] = Counter()
+        for (_, state), n in self.count_by_queue_and_state().items():
+            out[state] += n
+        return {state: n for state, n in out.items() if n}
 
     def count_by_queue_and_state(self) -> dict[tuple[str, str], int]:
-        """``{(queue, state): number of jobs}`` for the pairs that have jobs.
+        """``{(queue, state): number of jobs}`` for the pairs that have jobs, in time
+        independent of the history's size.
 
-        Reads: the queued ones through ``jobs_queued_ix`` (in queue order), the running ones
-        through ``jobs_running_ix``, the finished ones through ``jobs_queue_ix`` (or
-        ``jobs_done_ix``; MySQL/MariaDB: ``jobs_queued_ix``). Writes: nothing.
-        Locks: nothing. Clock: none."""
-        j = self.t.jobs
+        Reads: the queued jobs through ``jobs_queued_ix`` (in queue order) and the running
+        ones through ``jobs_running_ix``, counted; the finished ones from ``counts``: the
+        deltas that every transaction moving jobs into or out of a finished state wrote with
+        its change (summed; the leader folds them, :meth:`fold_counts`), so they are exact at
+        any commit as long as every change goes through this class (rows written or deleted
+        by hand: :meth:`recount`). Writes: nothing. Locks: nothing. Clock: none."""
+        j, k = self.t.jobs, self.t.counts
         # OFFSET 0: a subquery of its own, so that SQLite reads jobs_running_ix, not the
         # whole table in queue order
         running = sa.select(j.c.queue).where(state_is(j.c.state, "running")).offset(0).subquery("running")
@@ -750,12 +803,65 @@ class Store:
             sa.select(j.c.queue, sa.literal_column("'queued'", sa.String()), sa.func.count())
             .where(state_is(j.c.state, "queued")).group_by(j.c.queue),
             sa.select(running.c.queue, sa.literal_column("'running'", sa.String()), sa.func.count()).group_by(running.c.queue),
-            # on state, not finished_state: MySQL/MariaDB count these through jobs_queued_ix
-            # (state, queue, ...), which holds every row there
-            sa.select(j.c.queue, j.c.state, sa.func.count())
-            .where(state_is(j.c.state, *FINISHED_STATES)).group_by(j.c.queue, j.c.state),
+            sa.select(k.c.queue, k.c.state, sa.func.sum(k.c.n)).group_by(k.c.queue, k.c.state),
         )
-        return {(q, s): n for q, s, n in self._tx(lambda c: list(c.execute(stmt)))}
+        return {(q, st): int(n) for q, st, n in self._tx(lambda c: list(c.execute(stmt))) if n}
+
+    def fold_counts(self, limit: int = 50_000) -> int:
+        """Fold the oldest ``limit`` rows of ``counts`` into one row per (queue, state), so
+        that :meth:`count_by_queue_and_state` sums a few rows; returns how many rows went.
+        The leader's housekeeping calls it every few seconds.
+
+        Reads: those rows (primary key order). Writes: deletes them and inserts their sums.
+        Locks: the rows read, FOR UPDATE (SQLite: the write lock); the deletes must remove
+        every row read, or the transaction is rolled back and nothing changes (another
+        folder got there first). Clock: none."""
+        k = self.t.counts
+
+        class Raced(Exception):
+            """Another fold deleted some of the rows first."""
+
+        def run(conn: sa.Connection) -> int:
+            rows = list(conn.execute(sa.select(k.c.id, k.c.queue, k.c.state, k.c.n).order_by(k.c.id).limit(limit)
+                                     .with_for_update()))
+            sums: Counter[tuple[str, str]] = Counter()
+            for _, queue, state, n in rows:
+                sums[queue, state] += n
+            if len(rows) <= len(sums):
+                return 0  # one row per pair already
+            ids = [r[0] for r in rows]
+            gone = 0
+            for start in range(0, len(ids), 1000):
+                gone += conn.execute(sa.delete(k).where(k.c.id.in_(ids[start:start + 1000]))).rowcount
+            if gone != len(ids):
+                raise Raced
+            self._count(conn, sums)
+            return len(ids)
+
+        try:
+            return self._tx(run)
+        except Raced:
+            return 0
+
+    def recount(self) -> dict[tuple[str, str], int]:
+        """Rebuild ``counts`` from the job rows: after rows were written or deleted by hand,
+        and by :meth:`upgrade_schema` from a version without ``counts``. Returns the finished
+        jobs by (queue, state). Finishes committed by nodes while it runs may be counted twice
+        or not at all: run it with the nodes stopped (``db upgrade`` is), or again when idle.
+
+        Reads: every finished row (``jobs_done_ix``). Writes: replaces every row of
+        ``counts``. Locks: nothing beyond the writes. Clock: none."""
+        j, k = self.t.jobs, self.t.counts
+
+        def run(conn: sa.Connection) -> dict[tuple[str, str], int]:
+            found = {(q, st): int(n) for q, st, n in conn.execute(
+                sa.select(j.c.queue, j.c.state, sa.func.count()).where(state_is(j.c.state, *FINISHED_STATES))
+                .group_by(j.c.queue, j.c.state))}
+            conn.execute(sa.delete(k))
+            self._count(conn, found)
+            return found
+
+        return self._tx(run)
 
     @staticmethod
     def _impossible_id(job_id: int) -> bool:
@@ -770,7 +876,7 @@ class Store:
         job in another state or one whose ``unique_key`` another queued or running job holds
         now (the message names the key and that job); the row is then left unchanged.
 
-        Reads: the row; with a key, the job holding it. Writes: ``state``, ``attempts``,
+        Reads: the row; with a key, the job holding it. Writes: ``counts``; ``state``, ``attempts``,
         ``run_at``, clears ``finished_at``/``locked_by``/``locked_until``. Locks:
         compare-and-set on the state read, and the unique key of the active jobs (a job that
         takes the key meanwhile makes the update fail, and the row stays as it was).
@@ -793,10 +899,10 @@ class Store:
             """A job with the key was enqueued between the check and the update."""
 
         def run(conn: sa.Connection) -> None:
-            row = conn.execute(sa.select(j.c.state, j.c.unique_key).where(j.c.id == job_id)).first()
+            row = conn.execute(sa.select(j.c.state, j.c.unique_key, j.c.queue).where(j.c.id == job_id)).first()
             if row is None:
                 raise JobNotFoundError(job_id)
-            state, key = row
+            state, key, queue = row
             if state not in ("failed", "cancelled", "skipped"):
                 raise JobStateError(f"job {job_id} is {state}; only failed, cancelled or skipped jobs can be retried")
             if key is not None:
@@ -804,11 +910,12 @@ class Store:
                 if holder is not None:
                     raise key_held(key, holder)
             try:
-                conn.execute(
+                n = conn.execute(
                     sa.update(j).where(j.c.id == job_id, j.c.state == state).values(
                         state="queued", attempts=0, run_at=self._now(now), finished_at=None, locked_by=None, locked_until=None
                     )
-                )
+                ).rowcount
+                self._count(conn, {(queue, state): -n})
             except sa.exc.IntegrityError as exc:
                 if key is None:
                     raise
@@ -825,7 +932,7 @@ class Store:
         """A ``queued`` job becomes ``cancelled``. A running job cannot be cancelled
         (:class:`JobStateError`); :class:`JobNotFoundError` for an unknown id.
 
-        Reads: the row. Writes: ``state``, ``finished_at``. Locks: compare-and-set on
+        Reads: the row. Writes: ``state``, ``finished_at``; ``counts``. Locks: compare-and-set on
         ``state = 'queued'`` (a job claimed meanwhile is not cancelled). Clock: ``now`` or
         the database clock (``finished_at``)."""
         if self._impossible_id(job_id):
@@ -842,6 +949,7 @@ class Store:
                 if row is None:
                     raise JobNotFoundError(job_id)
                 raise JobStateError(f"job {job_id} is {row[0]}; only queued jobs can be cancelled")
+            self._count(conn, {(conn.execute(sa.select(j.c.queue).where(j.c.id == job_id)).scalar_one(), "cancelled"): 1})
 
         self._tx(run)
         return self.get_job(job_id)
@@ -854,24 +962,28 @@ class Store:
         Reads: the ``limit`` oldest rows of each state (by id, through ``jobs_done_ix``), so a
         call costs O(limit) whatever the history holds; rows finish in about id order, and
         one that finished late is left for a later call. Writes: deletes those among them
-        that finished before the cutoff. Locks: the deleted rows (row locks of the DELETE).
+        that finished before the cutoff; ``counts``. Locks: the deleted rows (row locks of the DELETE).
         Clock: ``now`` or the database clock (the cutoff)."""
         j = self.t.jobs
         cutoff = self._now(now, -older_than)
         picks = []
         for state in ("succeeded", "cancelled"):
-            oldest = sa.select(j.c.id, j.c.finished_at).where(self._finished(state)).order_by(j.c.id).limit(limit)
+            oldest = sa.select(j.c.id, j.c.finished_at, j.c.queue).where(self._finished(state)).order_by(j.c.id).limit(limit)
             sq = oldest.subquery()
-            picks.append(sa.select(sq.c.id).where(sq.c.finished_at < cutoff))
+            picks.append((state, sa.select(sq.c.id, sq.c.queue).where(sq.c.finished_at < cutoff)))
 
         def run(conn: sa.Connection) -> int:
-            ids = [r[0] for pick in picks for r in conn.execute(pick)]
-            if not ids:
-                return 0
-            n = 0
-            for i in range(0, len(ids), 1000):
-                n += conn.execute(sa.delete(j).where(j.c.id.in_(ids[i:i + 1000]))).rowcount
-            return n
+            groups: dict[tuple[str, str], list[int]] = {}
+            for state, pick in picks:
+                for job_id, queue in conn.execute(pick):
+                    groups.setdefault((queue, state), []).append(job_id)
+            counted: Counter[tuple[str, str]] = Counter()
+            for (queue, state), ids in groups.items():  # by queue and state: each rowcount is a count
+                for i in range(0, len(ids), 1000):
+                    counted[queue, state] -= conn.execute(
+                        sa.delete(j).where(j.c.id.in_(ids[i:i + 1000]), j.c.state == state)).rowcount
+            self._count(conn, counted)
+            return -sum(counted.values())
 
         return self._tx(run)
 
@@ -1141,7 +1253,20 @@ class Store:
         for r in rows:
             if r["state"] == "skipped":
                 r["finished_at"] = r["created_at"]
+        # skipped records are finished rows, counted: those whose occurrence is new (the lease
+        # fence and the compare-and-set keep others from writing them meanwhile; the unique
+        # key stays the last line of defence)
+        counted: Counter[tuple[str, str]] = Counter()
+        skipped = [r for r in rows if r["state"] == "skipped"]
+        if skipped:
+            there = {(name, self._as_time(at)) for name, at in conn.execute(
+                sa.select(j.c.schedule_name, j.c.scheduled_for)
+                .where(j.c.schedule_name.in_({r["schedule_name"] for r in skipped}),
+                       j.c.scheduled_for.in_([r["scheduled_for"] for r in skipped])))}
+            for r in skipped:
+                counted[r["queue"], "skipped"] += (r["schedule_name"], r["scheduled_for"]) not in there
         self.dialect.executemany(conn, self.dialect.insert_ignore(j), rows)
+        self._count(conn, counted)
 
     def resume_schedule(
         self, name: str, *, expected: datetime | None, next_run_at: datetime | None, plan: Plan | None = None,

@@ -16,14 +16,16 @@ from ..errors import ConfigError
 from .dialect import LONG_TEXT, ROW_ID, TextDefault, UTCDateTime, index_include, partial_index
 
 __all__ = [
-    "ACTIVE_STATES", "FINISHED_STATES", "JOB_STATES", "LEGACY_JOB_CONSTRAINTS", "LEGACY_JOB_INDEXES", "LONG_TEXT",
+    "ACTIVE_STATES", "FINISHED_STATES", "JOB_STATES", "LEGACY_JOB_CONSTRAINTS", "LEGACY_JOB_INDEXES", "LONG_TEXT", "PARTIAL_JOB_INDEX_STATES",
     "SCHEMA_VERSION", "TABLE_PREFIX_MAX", "Tables", "TextDefault", "UTCDateTime", "build_metadata",
     "check_table_prefix", "state_is",
 ]
 
 # 2: schedule errors, nodes' declared schedules, server defaults, LONGTEXT
 # 3: partial, sparse job indexes (PostgreSQL, SQLite); no active_key column there
-SCHEMA_VERSION = 3
+# 4: the counts table (finished jobs by queue and state, as deltas); jobs_task_ix holds
+#    queued rows too (PostgreSQL)
+SCHEMA_VERSION = 4
 
 # The longest table prefix: every table, index and constraint name is the prefix plus at most
 # 31 characters (``jobs_active_schedule_ix`` is 23), within PostgreSQL's 63 and MySQL's 64.
@@ -180,17 +182,32 @@ def build_metadata(prefix: str = "linger_", *, partial_indexes: bool = True) -> 
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("value", sa.String(255), nullable=False),
     )
+    # Finished jobs by (queue, state), kept as signed deltas: each transaction that moves jobs
+    # into or out of a finished state (or deletes finished rows) inserts its own rows here, so
+    # no two writers ever wait for one counter row; the leader folds them (Store.fold_counts).
+    counts = sa.Table(
+        f"{prefix}counts",
+        md,
+        sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+        sa.Column("queue", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+    )
     for table in md.tables.values():
         for col in table.columns:
             if type(col.type) is sa.Text:
                 col.type = LONG_TEXT
-    return md, Tables(jobs, schedules, leases, nodes, meta)
+    return md, Tables(jobs, schedules, leases, nodes, meta, counts)
 
 
 # The index names of schema version 2 and older, dropped by ``db upgrade`` (the unique ones
 # were table constraints).
 LEGACY_JOB_INDEXES = ("jobs_claim_ix", "jobs_ready_ix", "jobs_lock_ix", "jobs_schedule_state_ix")
 LEGACY_JOB_CONSTRAINTS = ("jobs_occurrence_uq", "jobs_active_key_uq")
+
+
+# the states whose rows a job index holds where it is partial (PostgreSQL); elsewhere it holds all
+PARTIAL_JOB_INDEX_STATES = {"jobs_task_ix": ("queued", *FINISHED_STATES), "jobs_queue_ix": FINISHED_STATES}
 
 
 def _job_indexes(jobs: sa.Table, prefix: str, partial: bool) -> None:
@@ -216,7 +233,7 @@ def _job_indexes(jobs: sa.Table, prefix: str, partial: bool) -> None:
     jobs_done_ix              state, id                              finished rows: newest by
                                                                      state, counts, prune
     jobs_task_ix              task, id                               SQLite: all; PostgreSQL:
-                                                                     finished rows
+                                                                     queued and finished rows
     jobs_queue_ix             queue, id (PostgreSQL: INCLUDE state)  SQLite: all; PostgreSQL:
                                                                      finished rows
     ========================  =====================================  ==========================
@@ -265,15 +282,22 @@ def _job_indexes(jobs: sa.Table, prefix: str, partial: bool) -> None:
     sa.Index(f"{prefix}jobs_active_schedule_ix", c.schedule_name, c.state, **partial_index(sa.and_(scheduled, active)))
     sa.Index(f"{prefix}jobs_schedule_ix", c.schedule_name, c.id, **partial_index(scheduled))
     sa.Index(f"{prefix}jobs_done_ix", c.state, c.id, **partial_index(finished))
-    sa.Index(f"{prefix}jobs_task_ix", c.task, c.id, **partial_index(finished, stable_columns=True))
+    # queued rows too (PostgreSQL): a rare task's listing reads its queued rows here rather
+    # than sorting the whole backlog; one entry per enqueue, and a claim's new row version
+    # (running) leaves it
+    sa.Index(f"{prefix}jobs_task_ix", c.task, c.id,
+             **partial_index(state_is(c.state, *PARTIAL_JOB_INDEX_STATES["jobs_task_ix"]), stable_columns=True))
     # PostgreSQL: INCLUDE (state) makes counts by queue and state index-only scans
-    sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id, **index_include("state"), **partial_index(finished, stable_columns=True))
+    sa.Index(f"{prefix}jobs_queue_ix", c.queue, c.id, **index_include("state"),
+             **partial_index(state_is(c.state, *PARTIAL_JOB_INDEX_STATES["jobs_queue_ix"]), stable_columns=True))
 
 
 class Tables:
-    def __init__(self, jobs: sa.Table, schedules: sa.Table, leases: sa.Table, nodes: sa.Table, meta: sa.Table):
+    def __init__(self, jobs: sa.Table, schedules: sa.Table, leases: sa.Table, nodes: sa.Table, meta: sa.Table,
+                 counts: sa.Table):
         self.jobs = jobs
         self.schedules = schedules
         self.leases = leases
         self.nodes = nodes
         self.meta = meta
+        self.counts = counts

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cli_support import Cli, parse_table, tables
 from linger_sched.store import SCHEMA_VERSION, Store
@@ -22,7 +23,7 @@ from linger_sched.store import SCHEMA_VERSION, Store
 pytestmark = pytest.mark.timeout(120)
 
 LEAF_COMMANDS = [
-    ["db", "init"], ["db", "upgrade"], ["worker"], ["enqueue", "add"], ["jobs"], ["jobs", "show", "1"],
+    ["db", "init"], ["db", "upgrade"], ["db", "recount"], ["worker"], ["enqueue", "add"], ["jobs"], ["jobs", "show", "1"],
     ["jobs", "retry", "1"], ["jobs", "cancel", "1"], ["run"], ["schedules"], ["schedules", "pause", "x"],
     ["schedules", "resume", "x"], ["schedules", "trigger", "x"], ["validate"], ["status"],
 ]
@@ -405,6 +406,15 @@ def test_db_init_twice_and_upgrade(cli: Cli, empty_db: Store) -> None:
     r = cli.invoke("db", "upgrade")
     assert r.code == 0 and f"{SCHEMA_VERSION} -> {SCHEMA_VERSION}" in r.out, r
     assert cli.invoke("jobs").code == 0
+    # rows changed by hand (no counts written): db recount counts them again
+    with empty_db.engine.begin() as conn:
+        conn.execute(sa.insert(empty_db.t.jobs), [
+            {"task": "t", "args": "{}", "queue": q, "state": "succeeded", "run_at": datetime(2030, 1, 1, tzinfo=timezone.utc),
+             "created_at": datetime(2030, 1, 1, tzinfo=timezone.utc)} for q in ("a", "a", "b")])
+    assert empty_db.count_by_state().get("succeeded") is None
+    r = cli.invoke("db", "recount")
+    assert r.code == 0 and "3 finished jobs counted in 2 (queue, state) pairs" in r.out, r
+    assert empty_db.count_by_queue_and_state() == {("a", "succeeded"): 2, ("b", "succeeded"): 1}
 
 
 def test_run_with_bad_yaml_exits_2_and_writes_nothing(cli: Cli, empty_db: Store) -> None:

@@ -79,6 +79,7 @@ def fill(store: Store, n: int = 20_000) -> None:
             "name": name, "task": TASKS[0], "spec": "every:1s", "tz": "UTC", "anchor": T0, "args": "{}",
             "options": "{}", "next_run_at": at(-5), "paused": False, "enabled": True, "spec_hash": "h",
         }], now=T0)
+    store.recount()  # the rows were written directly: count their finished ones
 
 
 @dataclass
@@ -252,11 +253,12 @@ def queries(store: Store) -> dict[str, Query]:
         "newest of a schedule": Query(lambda: store.list_jobs(schedule_name=SCHEDULES[2], limit=50), {"jobs_schedule_ix"}),
         "newest of a queue": Query(lambda: store.list_jobs(queue="mail", limit=50), by("jobs_queue_ix"),
                                    sort="the queued and running arms" if partial_history else "", pk_scan=("postgresql",)),
-        "count by state": Query(store.count_by_state, {"jobs_next_ix", "jobs_queued_ix", "jobs_running_ix", "jobs_done_ix"},
-                                no_seqscan=True),
-        "count by queue and state": Query(store.count_by_queue_and_state,
-                                          {"jobs_queued_ix", "jobs_running_ix", "jobs_queue_ix", "jobs_done_ix"},
-                                          sort="the groups of the running and finished jobs", no_seqscan=True),
+        # the finished jobs are counted from the counts table: the job table's plan reads the
+        # queued and the running rows only
+        "count by state": Query(store.count_by_state, {"jobs_queued_ix", "jobs_running_ix"},
+                                sort="the groups of the running jobs", no_seqscan=True),
+        "count by queue and state": Query(store.count_by_queue_and_state, {"jobs_queued_ix", "jobs_running_ix"},
+                                          sort="the groups of the running jobs", no_seqscan=True),
         "prune": Query(lambda: store.prune(86400, now=T0, limit=1000), {"jobs_done_ix"}, pk_scan=("postgresql",)),
     }
 

@@ -243,7 +243,10 @@ def shape(store: Store, rename: Any = lambda name: name) -> dict[str, Any]:
     ``rename``."""
     insp = sa.inspect(store.engine)
     out = {}
+    present = set(insp.get_table_names())
     for table in store.metadata.sorted_tables:
+        if table.name not in present:  # a table of a later version than the install's
+            continue
         cols = set()
         for c in insp.get_columns(table.name):
             computed = c.get("computed")
@@ -285,6 +288,7 @@ def test_upgrade_keeps_every_row_and_unique_guarantee_and_equals_a_fresh_install
         rename = lambda name: name.replace(prefix + "o_", prefix + "f_")  # noqa: E731
         assert shape(old, rename) == shape(fresh)
         old.check_schema()
+        assert old.count_by_queue_and_state() == counted(OLD_JOBS)  # version 4's counts, filled
         if not old.dialect.is_mysql:
             assert "active_key" not in {c["name"] for c in sa.inspect(old.engine).get_columns(old.t.jobs.name)}
 
@@ -373,3 +377,47 @@ def test_an_upgrade_that_meets_a_duplicate_changes_nothing(db_url: str, prefix: 
     finally:
         old.drop_schema()
         old.dispose()
+
+
+def counted(rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for r in rows:
+        out[r["queue"], r["state"]] = out.get((r["queue"], r["state"]), 0) + 1
+    return out
+
+
+def test_upgrade_from_version_3_adds_the_counts_and_rebuilds_the_task_index(db_url: str, prefix: str) -> None:
+    """Version 3 (the previous release): the same tables but no ``counts``, and on PostgreSQL
+    a ``jobs_task_ix`` of finished rows only. The upgrade counts the finished rows there were
+    and gives the task index its new WHERE; the result has the shape of a fresh install."""
+    fresh = Store(db_url, table_prefix=prefix + "f_")
+    old = Store(db_url, table_prefix=prefix + "o_")
+    try:
+        fresh.install_schema()
+        old.install_schema()
+        j = old.t.jobs
+        task_ix = next(ix for ix in j.indexes if ix.name == old.prefix + "jobs_task_ix")
+        with old.engine.begin() as conn:  # back to version 3
+            old.t.counts.drop(conn)
+            if old.dialect.index_is_partial(task_ix):
+                task_ix.drop(conn)
+                finished = " OR ".join(f"state = '{st}'" for st in ("succeeded", "failed", "cancelled", "skipped"))
+                conn.exec_driver_sql(f'CREATE INDEX "{task_ix.name}" ON "{j.name}" (task, id) WHERE {finished}')
+            conn.execute(sa.update(old.t.meta).where(old.t.meta.c.key == "schema_version").values(value="3"))
+            conn.execute(sa.insert(j), OLD_JOBS)
+            if old.dialect.is_postgres:
+                conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('\"{j.name}\"', 'id'), {len(OLD_JOBS)})"))
+        assert old.schema_version() == 3
+        assert old.upgrade_schema() == (3, SCHEMA_VERSION)
+        rename = lambda name: name.replace(prefix + "o_", prefix + "f_")  # noqa: E731
+        assert shape(old, rename) == shape(fresh)
+        assert old.count_by_queue_and_state() == counted(OLD_JOBS)
+        assert job_rows(old) == {r["id"]: r for r in OLD_JOBS}
+        # and the counts go on from there
+        (new_id,) = old.enqueue([{"task": "t", "args": "{}", "queue": "mail"}], now=T0)
+        old.cancel_job(new_id, now=T0)
+        assert old.count_by_queue_and_state() == counted([*OLD_JOBS, {"queue": "mail", "state": "cancelled"}])
+    finally:
+        for st in (fresh, old):
+            st.drop_schema()
+            st.dispose()
