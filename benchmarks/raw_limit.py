@@ -370,6 +370,7 @@ def measure_variant(ctx: Ctx, db: str, variant: str) -> dict[str, float]:
                     c.exec_driver_sql(f"ANALYZE {app.store.t.jobs.name}")
                     c.commit()
             wall, got = _run_child(ctx, db, app.settings.database_url, app.store.t.jobs.name, "full")
+            app.store.recount()  # the raw loop writes no counts deltas (schema 4); rebuild them from the rows
             counts = app.store.count_by_state()
             if got["done"] != ctx.jobs or counts.get("succeeded") != ctx.jobs:
                 raise RuntimeError(f"raw loop on {db}/{variant} finished {got['done']} jobs, table says {counts}")
