@@ -55,7 +55,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _SCHEDULE_OPTIONS = ("misfire", "misfire_grace", "max_catch_up", "overlap", "enabled", "args", "kwargs", "anchor")
-JOB_OPTIONS = ("run_at", "delay", "priority", "queue", "unique_key", "max_attempts")
+JOB_OPTIONS = ("run_at", "delay", "priority", "queue", "unique_key", "max_attempts", "connection", "session")
 MAX_DELAY = timedelta(days=36525)  # 100 years: a later run_at is a mistake, not a plan
 
 
@@ -73,7 +73,8 @@ class Task(Generic[P, R]):
 
     def enqueue(self, *args: Any, **kwargs: Any) -> int:
         """Queue a call of this task; returns the job id. The job options ``run_at, delay,
-        priority, queue, unique_key, max_attempts`` may be mixed with the task's keyword
+        priority, queue, unique_key, max_attempts, connection, session`` (see
+        :meth:`Linger.enqueue`) may be mixed with the task's keyword
         arguments; when the task itself has a parameter of such a name the call is ambiguous
         and refused: use :meth:`options` then."""
         return self.app.enqueue(self, *args, **kwargs)
@@ -102,7 +103,7 @@ class JobOptions:
 
     def enqueue(self, *args: Any, **kwargs: Any) -> int:
         row = self.app._row(self.task, args, kwargs, self.job_options, options_apart=True)
-        return self.app._insert([row])[0]
+        return self.app._insert([row], self.job_options)[0]
 
     def enqueue_many(self, items: Iterable[Any]) -> list[int]:
         return self.app.enqueue_many(self.task, items, **self.job_options)
@@ -482,48 +483,113 @@ class Linger:
     def enqueue(
         self, task: Any, *args: Any, run_at: datetime | None = None, delay: float | timedelta | str | None = None,
         priority: int | None = None, queue: str | None = None, unique_key: str | None = None,
-        max_attempts: int | None = None, **kwargs: Any,
+        max_attempts: int | None = None, connection: Any = None, session: Any = None, **kwargs: Any,
     ) -> int:
         """Queue one job; returns its id. ``task`` is a task, its name, or a class-job instance.
 
         Every option is checked before anything is written (:class:`JobOptionError`, a
         ``TypeError``/``ValueError``), and so are the arguments against the task's signature
         when the task is registered in this process (:class:`JobArgumentsError`). A task
-        parameter named like a job option makes the call ambiguous: use :meth:`with_options`."""
-        options = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=unique_key, max_attempts=max_attempts)
+        parameter named like a job option makes the call ambiguous: use :meth:`with_options`.
+
+        ``connection`` (a SQLAlchemy ``Connection``) or ``session`` (an ORM ``Session``) to the
+        database of the job table writes the job in the caller's transaction: it exists when
+        the caller commits (on PostgreSQL the workers' wake-up goes out with the commit) and
+        never if it rolls back; nothing is committed or retried here. See
+        docs/transactional-enqueue.md."""
+        options = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=unique_key,
+                       max_attempts=max_attempts, connection=connection, session=session)
         row = self._row(task, args, kwargs, options)
-        return self._insert([row])[0]
+        return self._insert([row], options)[0]
 
     def with_options(self, task: Any, **options: Any) -> JobOptions:
         """``task`` bound to job options, so that every keyword of its ``enqueue()`` is the
         task's own argument: ``app.with_options(notify, queue="email").enqueue(1, queue="x")``."""
         return JobOptions(self, task, options)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+    def _insert(self, rows: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        conn, session = self._callers_connection(options.get("connection"), options.get("session"))
         if not self.clock.authoritative and len(rows) > 1 and all("run_at" not in r for r in rows):
             now = self.store.db_now()  # one clock read makes the rows bindable in one statement
             for r in rows:
                 seconds = r.pop("delay", 0.0)
                 r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
-        ids = self.store.enqueue(rows, now=self.clock.store_now())
-        self._wake(rows[0])
+        ids = self.store.enqueue(rows, now=self.clock.store_now(), connection=conn)
+        if conn is None:
+            self._inserted(rows[0], ids)
+        elif session is not None:
+            self._after_commit(session, lambda: self._inserted(rows[0], ids))
+        # a bare Connection has no after-commit event: its jobs are found by NOTIFY
+        # (PostgreSQL), the file watch (SQLite) or the next poll
+        return ids
+
+    def _inserted(self, first: dict[str, Any], ids: list[int]) -> None:
+        """The jobs ``ids`` are committed: wake this process's worker, run them in inline mode."""
+        self._wake(first)
         if self._after_insert is not None:
             self._after_insert(ids)
-        return ids
+
+    @staticmethod
+    def _after_commit(session: Any, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once after ``session``'s transaction commits; never if it rolls back."""
+        from sqlalchemy import event
+
+        live = [True]
+
+        def committed(_session: Any) -> None:
+            if live[0]:
+                live[0] = False
+                fn()
+
+        def rolled_back(_session: Any, *_: Any) -> None:
+            live[0] = False
+
+        event.listen(session, "after_commit", committed, once=True)
+        event.listen(session, "after_soft_rollback", rolled_back, once=True)
+
+    def _callers_connection(self, connection: Any, session: Any) -> tuple[Any, Any]:
+        """The caller's SQLAlchemy connection to write in (and its ORM session), checked: a
+        Connection or Session to the database of the job table; (None, None) for our own."""
+        if connection is None and session is None:
+            return None, None
+        import sqlalchemy as sa
+        from sqlalchemy import orm
+
+        if connection is not None and session is not None:
+            raise JobOptionError("give connection= or session=, not both")
+        if session is not None:
+            if isinstance(session, orm.scoped_session):  # Flask-SQLAlchemy's db.session
+                session = session()
+            if not isinstance(session, orm.Session):
+                raise JobOptionError(f"session= must be a SQLAlchemy ORM Session, got {type(session).__name__}")
+            connection = session.connection()
+        elif not isinstance(connection, sa.Connection):
+            raise JobOptionError(
+                f"connection= must be a SQLAlchemy Connection (from engine.connect() or engine.begin()), "
+                f"got {type(connection).__name__}")
+        if not self.store.is_same_database(connection):
+            theirs = connection.engine.url.render_as_string(hide_password=True)
+            raise JobOptionError(
+                f"connection= is to {theirs}, another database than the one holding the job table "
+                f"({self.store.display_url}): a job written there would never run; enqueue through a "
+                "connection to the job table's database (or without connection=)")
+        return connection, session
 
     def enqueue_many(
         self, task_or_items: Any, items: Iterable[Any] | None = None, *, run_at: datetime | None = None,
         delay: float | timedelta | str | None = None, priority: int | None = None, queue: str | None = None,
-        max_attempts: int | None = None,
+        max_attempts: int | None = None, connection: Any = None, session: Any = None,
     ) -> list[int]:
-        """Queue many jobs in one statement; returns their ids in order.
+        """Queue many jobs in one statement; returns their ids in order. ``connection`` and
+        ``session`` write them in the caller's transaction, as in :meth:`enqueue`.
 
         ``enqueue_many(task, items)``: each item is a tuple/list of positional arguments, a
         dict of keyword arguments, or ``(args, kwargs)`` given as a 2-tuple ``(list, dict)``.
         ``enqueue_many([ClassJob(...), ...])``: class-job instances. Every item is checked
         before any is written: one bad item stores none."""
         rows = []
-        opts: dict[str, Any] = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=None, max_attempts=max_attempts)
+        opts: dict[str, Any] = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=None,
+                                    max_attempts=max_attempts, connection=connection, session=session)
         if items is None:
             if isinstance(task_or_items, (str, Task)):
                 raise JobArgumentsError("enqueue_many(task, items) needs the items")
@@ -542,8 +608,9 @@ class Linger:
                     a, kw = (item,), {}
                 rows.append(self._row(task_or_items, a, kw, opts, options_apart=True))
         if not rows:
+            self._callers_connection(connection, session)  # checked all the same
             return []
-        return self._insert(rows)
+        return self._insert(rows, opts)
 
     def _wake(self, row: dict[str, Any]) -> None:
         node = self._node

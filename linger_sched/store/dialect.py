@@ -163,6 +163,30 @@ def normalize_url(url: str) -> sa.URL:
     return u
 
 
+_LOOPBACK = ("", "localhost", "127.0.0.1", "::1")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def same_database(a: sa.URL, b: sa.URL) -> bool:
+    """Whether URLs ``a`` and ``b`` name the same database, whatever their drivers: the same
+    SQLite file (paths resolved), or the same backend, host (loopback names alike), port
+    (defaults filled in) and database name. From the URLs alone (no database access)."""
+    backend_a, backend_b = (u.get_backend_name().replace("mariadb", "mysql") for u in (a, b))
+    if backend_a != backend_b:
+        return False
+    if backend_a == "sqlite":
+        def where(u: sa.URL) -> str:
+            path = u.database or ""
+            return path if path in ("", ":memory:") or path.startswith("file:") else os.path.realpath(path)
+        return where(a) == where(b)
+
+    def server(u: sa.URL) -> tuple[str, int | None, str | None]:
+        host = str(u.query.get("host") or u.host or "")
+        host = "localhost" if host in _LOOPBACK else host.lower()
+        return host, u.port or _DEFAULT_PORTS.get(backend_a), u.database
+    return server(a) == server(b)
+
+
 def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     u = normalize_url(url)
     name = u.get_backend_name()

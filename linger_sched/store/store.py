@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from ..clock import sleep
 from ..errors import JobNotFoundError, JobStateError, LingerError, ScheduleNotFoundError, SchemaError, StoreError
 from . import schema
-from .dialect import Dialect, UTCDateTime, create_engine, mask_url
+from .dialect import Dialect, UTCDateTime, create_engine, mask_url, same_database
 from .rows import (
     CLAIMED_COLUMNS,
     TEXT_CAP,
@@ -161,23 +161,44 @@ class Store:
                     sleep(delay)
                     delay = min(delay * 2, 0.5)
                     continue
-                detail = mask_url(str(exc.orig))
-                if self.dialect.is_undefined_table(exc):
-                    raise SchemaError(
-                        f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url} "
-                        f"({detail}); run `linger-sched db init` (or app.install_schema())"
-                    ) from exc
-                if self.dialect.is_undefined_column(exc):
-                    raise SchemaError(
-                        f"the linger-sched tables in {self.display_url} are older than this version ({detail}); "
-                        "run `linger-sched db upgrade`"
-                    ) from exc
-                raise StoreError(f"{self.dialect.name} error: {detail}") from exc
-            except sa.exc.SQLAlchemyError as exc:
-                raise StoreError(f"{self.dialect.name} error: {mask_url(str(exc))}") from exc
-            except OverflowError as exc:  # sqlite3: a Python int beyond 64 bits
-                raise StoreError(f"{self.dialect.name} error: value out of range: {exc}") from exc
+                raise self._store_error(exc) from exc
+            except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+                raise self._store_error(exc) from exc
         raise AssertionError("unreachable")
+
+    def _in(self, conn: sa.Connection, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn`` on the caller's connection, inside the caller's transaction: never
+        committed, rolled back or retried here (the caller owns the transaction); database
+        errors become :class:`StoreError` as in :meth:`_tx`."""
+        try:
+            return fn(conn)
+        except (sa.exc.SQLAlchemyError, OverflowError) as exc:
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: Exception) -> StoreError:
+        """The :class:`StoreError` (:class:`SchemaError` for missing or old tables) that a
+        database error raised by a store method becomes; its message never holds a password."""
+        if isinstance(exc, OverflowError):  # sqlite3: a Python int beyond 64 bits
+            return StoreError(f"{self.dialect.name} error: value out of range: {exc}")
+        if not isinstance(exc, sa.exc.DBAPIError):
+            return StoreError(f"{self.dialect.name} error: {mask_url(str(exc))}")
+        detail = mask_url(str(exc.orig))
+        if self.dialect.is_undefined_table(exc):
+            return SchemaError(
+                f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url} "
+                f"({detail}); run `linger-sched db init` (or app.install_schema())"
+            )
+        if self.dialect.is_undefined_column(exc):
+            return SchemaError(
+                f"the linger-sched tables in {self.display_url} are older than this version ({detail}); "
+                "run `linger-sched db upgrade`"
+            )
+        return StoreError(f"{self.dialect.name} error: {detail}")
+
+    def is_same_database(self, conn: sa.Connection) -> bool:
+        """Whether ``conn`` (a caller's connection) is to the database that holds this store's
+        tables, judged from the two engines' URLs (no database access)."""
+        return conn.engine is self.engine or same_database(conn.engine.url, self.engine.url)
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or after a fork). The store stays
@@ -324,8 +345,13 @@ class Store:
         return now
 
     # -- jobs: enqueue, claim, finish, extend, hand_back, rescue --------------------------
-    def enqueue(self, rows: list[dict[str, Any]], now: datetime | None = None) -> list[int]:
-        """Insert jobs in one transaction; returns their ids in order.
+    def enqueue(
+        self, rows: list[dict[str, Any]], now: datetime | None = None, *, connection: sa.Connection | None = None,
+    ) -> list[int]:
+        """Insert jobs in one transaction; returns their ids in order. With ``connection`` (the
+        caller's, to this database: see :meth:`is_same_database`), in the caller's transaction
+        instead: nothing is committed or retried here, and the rows (and the notification)
+        exist only if the caller commits.
 
         Each row has ``task, args (JSON text), queue, priority, max_attempts`` and optional
         ``run_at`` (aware) or ``delay`` (seconds from now), ``unique_key``. A row whose
@@ -378,7 +404,7 @@ class Store:
             self.dialect.notify(conn, self.channel)
             return [ids[i] for i in range(len(rows))]
 
-        return self._tx(run)
+        return self._tx(run) if connection is None else self._in(connection, run)
 
     def _insert_one(self, conn: sa.Connection, v: dict[str, Any], unique_key: str | None) -> int:
         """Insert one job row and return its id; with ``unique_key``, the id of the queued or

@@ -324,7 +324,7 @@ def test_a_claim_reads_an_index_in_claim_order_and_sorts_nothing(store: Store, q
 
 # -- the contract is written down, and rows are read by column name -------------------------
 # public members that run no SQL of their own: a docstring is enough
-NO_SQL = {"auto_install_default", "can_listen", "display_url", "dispose", "is_transient", "rejects_values"}
+NO_SQL = {"auto_install_default", "can_listen", "display_url", "dispose", "is_same_database", "is_transient", "rejects_values"}
 CONTRACT = ("Reads:", "Writes:", "Locks:", "Clock:")
 
 
