@@ -21,16 +21,19 @@ from .errors import (
     ConfigError,
     ConfigErrors,
     JobArgumentsError,
+    JobCancelled,
     JobNotFoundError,
     JobOptionError,
     JobStateError,
     LingerError,
     NaiveDatetimeError,
     ScheduleNotFoundError,
+    ScheduleStateError,
     SchemaError,
     SpecError,
     StoreError,
     UnknownTaskError,
+    WaitTimeout,
 )
 from .store import Job
 from .worker import JobContext, current_job
@@ -59,7 +62,8 @@ def enqueue(task: Any, *args: Any, **kwargs: Any) -> int:
 
 
 __all__ = [
-    "Clock", "ConfigError", "ConfigErrors", "FakeClock", "Job", "JobArgumentsError", "JobContext", "JobNotFoundError",
+    "Clock", "ConfigError", "ConfigErrors", "FakeClock", "Job", "JobArgumentsError", "JobCancelled", "JobContext",
+    "JobNotFoundError", "ScheduleStateError", "WaitTimeout",
     "JobOptionError", "JobOptions",
     "JobStateError", "Linger", "LingerError", "NaiveDatetimeError", "ScheduleInfo", "ScheduleNotFoundError",
     "SchemaError", "SpecError", "Status", "StoreError", "Task", "UnknownTaskError", "current_job",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import dataclasses
 import functools
@@ -43,7 +44,7 @@ from .registry import (
     seconds,
     task_name_of,
 )
-from .scheduler import Scheduler, SchedulerSettings, spec_from_row
+from .scheduler import Scheduler, SchedulerSettings, runtime_definition, spec_from_row
 from .specs import parse_duration
 from .store import Job, Store, encode_args
 from .worker import Worker, WorkerSettings
@@ -88,6 +89,13 @@ class Task(Generic[P, R]):
     def enqueue_many(self, items: Iterable[Any], **options: Any) -> list[int]:
         return self.app.enqueue_many(self, items, **options)
 
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> int:
+        """:meth:`enqueue` for ``async`` code: checked here, written on a thread (see :meth:`Linger.aenqueue`)."""
+        return await self.app.aenqueue(self, *args, **kwargs)
+
+    async def aenqueue_many(self, items: Iterable[Any], **options: Any) -> list[int]:
+        return await self.app.aenqueue_many(self, items, **options)
+
     def __repr__(self) -> str:
         return f"<linger task {self.name}>"
 
@@ -107,6 +115,14 @@ class JobOptions:
 
     def enqueue_many(self, items: Iterable[Any]) -> list[int]:
         return self.app.enqueue_many(self.task, items, **self.job_options)
+
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> int:
+        """:meth:`enqueue` for ``async`` code (see :meth:`Linger.aenqueue`)."""
+        row = self.app._row(self.task, args, kwargs, self.job_options, options_apart=True)
+        return (await self.app._ainsert([row], self.job_options))[0]
+
+    async def aenqueue_many(self, items: Iterable[Any]) -> list[int]:
+        return await self.app.aenqueue_many(self.task, items, **self.job_options)
 
 
 class _TaskDecorator(Protocol):
@@ -133,6 +149,7 @@ class ScheduleInfo:
     error_since: datetime | None = None
     retry_at: datetime | None = None
     disabled_reason: str | None = None  # "not declared" (no live node declares it) or "enabled: false"
+    source: str = "declared"  # or "runtime": created with add_schedule (never disabled by a sync)
 
 
 @dataclass(frozen=True)
@@ -481,7 +498,7 @@ class Linger:
         return row
 
     def enqueue(
-        self, task: Any, *args: Any, run_at: datetime | None = None, delay: float | timedelta | str | None = None,
+        self, task: Any, /, *args: Any, run_at: datetime | None = None, delay: float | timedelta | str | None = None,
         priority: int | None = None, queue: str | None = None, unique_key: str | None = None,
         max_attempts: int | None = None, connection: Any = None, session: Any = None, **kwargs: Any,
     ) -> int:
@@ -509,7 +526,9 @@ class Linger:
 
     def _insert(self, rows: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
         conn, session = self._callers_connection(options.get("connection"), options.get("session"))
-        if not self.clock.authoritative and len(rows) > 1 and all("run_at" not in r for r in rows):
+        # (not through a caller's connection: our own would wait on a SQLite write lock that
+        # the caller's transaction holds; the store reads the clock through the caller's then)
+        if conn is None and not self.clock.authoritative and len(rows) > 1 and all("run_at" not in r for r in rows):
             now = self.store.db_now()  # one clock read makes the rows bindable in one statement
             for r in rows:
                 seconds = r.pop("delay", 0.0)
@@ -587,9 +606,17 @@ class Linger:
         dict of keyword arguments, or ``(args, kwargs)`` given as a 2-tuple ``(list, dict)``.
         ``enqueue_many([ClassJob(...), ...])``: class-job instances. Every item is checked
         before any is written: one bad item stores none."""
-        rows = []
         opts: dict[str, Any] = dict(run_at=run_at, delay=delay, priority=priority, queue=queue, unique_key=None,
                                     max_attempts=max_attempts, connection=connection, session=session)
+        rows = self._rows_of_many(task_or_items, items, opts)
+        if not rows:
+            self._callers_connection(connection, session)  # checked all the same
+            return []
+        return self._insert(rows, opts)
+
+    def _rows_of_many(self, task_or_items: Any, items: Iterable[Any] | None, opts: dict[str, Any]) -> list[dict[str, Any]]:
+        """The checked rows of :meth:`enqueue_many`."""
+        rows = []
         if items is None:
             if isinstance(task_or_items, (str, Task)):
                 raise JobArgumentsError("enqueue_many(task, items) needs the items")
@@ -607,10 +634,37 @@ class Linger:
                 else:
                     a, kw = (item,), {}
                 rows.append(self._row(task_or_items, a, kw, opts, options_apart=True))
+        return rows
+
+    # -- enqueueing from async code -------------------------------------------------------
+    async def aenqueue(self, task: Any, /, *args: Any, **kwargs: Any) -> int:
+        """:meth:`enqueue` for ``async`` code (FastAPI, Starlette, ...): the same arguments and
+        job options, every check made and every error raised here, in the caller, before the
+        insert runs on a thread (``asyncio.to_thread``), so the event loop never waits on the
+        database."""
+        options = {k: kwargs.pop(k, None) for k in JOB_OPTIONS}
+        row = self._row(task, args, kwargs, options)
+        return (await self._ainsert([row], options))[0]
+
+    async def aenqueue_many(self, task_or_items: Any, items: Iterable[Any] | None = None, **options: Any) -> list[int]:
+        """:meth:`enqueue_many` for ``async`` code: checked here, written on a thread."""
+        allowed = [k for k in JOB_OPTIONS if k != "unique_key"]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise JobOptionError(f"unknown job option(s) {', '.join(unknown)} of enqueue_many (allowed: {', '.join(allowed)})")
+        opts = {k: options.get(k) for k in JOB_OPTIONS}
+        rows = self._rows_of_many(task_or_items, items, opts)
         if not rows:
-            self._callers_connection(connection, session)  # checked all the same
+            self._callers_connection(opts.get("connection"), opts.get("session"))
             return []
-        return self._insert(rows, opts)
+        return await self._ainsert(rows, opts)
+
+    async def _ainsert(self, rows: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        if options.get("session") is None:
+            # a connection= is checked here too (its check reads no database; a session's
+            # check begins its transaction, so that one runs on the thread)
+            self._callers_connection(options.get("connection"), None)
+        return await asyncio.to_thread(self._insert, rows, options)
 
     def _wake(self, row: dict[str, Any]) -> None:
         node = self._node
@@ -632,7 +686,32 @@ class Linger:
         return self.store.retry_job(job_id, now=self.clock.store_now())
 
     def cancel(self, job_id: int) -> Job:
-        return self.store.cancel_job(job_id, now=self.clock.store_now())
+        """Cancel job ``job_id``: a queued job is ``cancelled`` at once; a running one is asked
+        to stop (``cancel_requested``; it comes back still ``running``): its worker learns it at
+        its next lease extension (at once when it runs in this process), cancels an ``async
+        def`` task, and a plain function sees ``current_job().cancel_requested`` (Python
+        cannot stop a thread). It then ends ``cancelled``, not retried; one that ignores the
+        request ends as it would have. :class:`JobStateError` for a finished job."""
+        job = self.store.cancel_job(job_id, now=self.clock.store_now())
+        node = self._node
+        if job.state == "running" and node is not None and node.worker is not None and node.worker.holds(job_id):
+            node.worker.nudge_heartbeat()
+        return job
+
+    def wait(self, job_id: int, timeout: float | timedelta | None = None) -> Job:
+        """Block until job ``job_id`` has finished (``succeeded``, ``failed``, ``cancelled`` or
+        ``skipped``) and return it (``.result`` holds a task's return value); ``timeout``
+        seconds (or a ``timedelta``; None: no limit), in real time. Wakes on PostgreSQL's
+        NOTIFY at the finish, SQLite's change counter, and polls (backing off to 1 s) on
+        MySQL/MariaDB. :class:`~linger_sched.errors.WaitTimeout` (a ``TimeoutError``) naming the
+        job and its state when it has not finished in time; :class:`JobNotFoundError` for an
+        unknown id."""
+        if isinstance(timeout, timedelta):
+            timeout = timeout.total_seconds()
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not math.isfinite(timeout) or timeout < 0):
+            raise JobOptionError(f"wait(): timeout must be a number of seconds >= 0, a timedelta or None, got {timeout!r}")
+        return self.store.wait_finished(job_id, None if timeout is None else float(timeout))
 
     # -- schedules ----------------------------------------------------------------------
     def new_scheduler(self) -> Scheduler:
@@ -653,7 +732,7 @@ class Linger:
         ws = WorkerSettings(
             concurrency=concurrency or s.concurrency, queues=list(queues) if queues else (list(s.queues) if s.queues else None),
             poll_interval=s.poll_interval, job_lease_ttl=s.job_lease_ttl, rescue_interval=s.rescue_interval,
-            shutdown_grace=s.shutdown_grace,
+            shutdown_grace=s.shutdown_grace, result_max_bytes=s.result_max_bytes,
         )
         return Worker(self.store, self.registry, self.node_id, clock=self.clock, settings=ws)
 
@@ -704,8 +783,39 @@ class Linger:
             self._node.worker.wake.set()
         return job_id
 
-    def schedules(self, next_n: int = 1) -> list[ScheduleInfo]:
-        rows = self.store.load_schedules()
+    def add_schedule(self, name: str, task: Any, **options: Any) -> ScheduleInfo:
+        """Create a recurring schedule while the app runs (one per customer, say), stored in
+        the database (``source = 'runtime'``): ``cron=`` or ``every=``, and ``tz, anchor, args,
+        kwargs, priority, queue, max_attempts, misfire, misfire_grace, max_catch_up, overlap,
+        enabled`` as a declared schedule takes them, checked the same way (:class:`ConfigError`
+        naming each bad option; nothing is stored). ``task``: a task or its name (it need not
+        be registered in this process; a name no node registers fails its jobs as an unknown
+        task). It survives restarts and no node's start-up sync disables it; a schedule later
+        declared in code or YAML under the same name takes it over (logged).
+        :class:`ScheduleStateError` when the name exists. Returns it as :meth:`schedules` shows it."""
+        task_name = self._task_name(task)
+        definition = runtime_definition(name, task_name, options, self.registry.tasks.get(task_name))
+        self.new_scheduler().add_runtime(definition)
+        return self.schedules(1, names=[name])[0]
+
+    def update_schedule(self, name: str, **changes: Any) -> ScheduleInfo:
+        """Change a schedule created with :meth:`add_schedule`: the options given replace the
+        stored ones (``task=`` too; ``cron=`` replaces ``every=`` and the other way round), the
+        rest stays, all checked again. A changed spec or zone recomputes the next fire time.
+        :class:`ScheduleNotFoundError`; :class:`ScheduleStateError` for a declared schedule."""
+        if changes.get("task") is not None:
+            changes["task"] = self._task_name(changes["task"])
+        self.new_scheduler().update_runtime(name, changes, self.registry.tasks.get)
+        return self.schedules(1, names=[name])[0]
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule created with :meth:`add_schedule`: it fires no more; its jobs stay
+        (history, and an occurrence already queued). :class:`ScheduleNotFoundError`;
+        :class:`ScheduleStateError` for a declared schedule (remove it from code or YAML)."""
+        self.store.delete_runtime_schedule(name)
+
+    def schedules(self, next_n: int = 1, *, names: Sequence[str] | None = None) -> list[ScheduleInfo]:
+        rows = self.store.load_schedules(names)
         outcomes = self.store.last_outcomes([r.name for r in rows])
         out = []
         for r in rows:
@@ -728,7 +838,7 @@ class Linger:
             out.append(ScheduleInfo(
                 r.name, r.task, r.spec, description, r.tz, runs, last[0] if last else r.last_run_at,
                 last[1] if last else None, r.paused, r.enabled, error=r.error, error_since=r.error_since,
-                retry_at=r.next_run_at if r.error is not None else None, disabled_reason=r.disabled_reason,
+                retry_at=r.next_run_at if r.error is not None else None, disabled_reason=r.disabled_reason, source=r.source,
             ))
         return out
 

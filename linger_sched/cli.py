@@ -5,6 +5,7 @@ Exit status: 0 ok, 1 runtime error, 2 usage or configuration error (the message 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -32,6 +33,7 @@ from .errors import (
     LingerError,
     NaiveDatetimeError,
     ScheduleNotFoundError,
+    ScheduleStateError,
     SchemaError,
     SpecError,
     UnknownTaskError,
@@ -39,6 +41,7 @@ from .errors import (
 from .registry import Registry
 from .specs import parse_duration
 from .store.dialect import mask_url
+from .web.actions import BULK_STATES, JobFilter, bulk_state, count_matching, run_bulk
 
 USAGE_ERRORS = (ConfigError, SpecError, JobArgumentsError, NaiveDatetimeError, UnknownTaskError)
 DEFAULT_CONFIG = "schedules.yaml"
@@ -65,7 +68,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), 2)
         except SchemaError as exc:
             fail(str(exc), 1)
-        except (JobNotFoundError, ScheduleNotFoundError, JobStateError) as exc:
+        except (JobNotFoundError, ScheduleNotFoundError, JobStateError, ScheduleStateError) as exc:
             fail(str(exc), 1)
         except LingerError as exc:
             fail(f"{type(exc).__name__}: {exc}", 1)
@@ -99,10 +102,18 @@ def setup_logging(verbose: int, level: str | None) -> None:
     logging.getLogger().setLevel(lvl)
 
 
+# ctx.meta key: a front end that mounts these commands (``flask linger ...``) puts here a
+# callable returning its Linger app, used when no --app is given
+APP_PROVIDER = "linger_sched.app_provider"
+
+
 def app_object(app_path: str | None) -> Linger:
-    """The app named by --app MODULE:ATTR, else the default app."""
+    """The app named by --app MODULE:ATTR, else the front end's app (:data:`APP_PROVIDER`),
+    else the default app."""
     if not app_path:
-        return default_app()
+        ctx = click.get_current_context(silent=True)
+        provider: Callable[[], Linger] | None = ctx.meta.get(APP_PROVIDER) if ctx is not None else None
+        return provider() if provider is not None else default_app()
     mod, _, attr = app_path.partition(":")
     try:
         app = getattr(importlib.import_module(mod), attr or "app")
@@ -396,6 +407,10 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
             for line in str(v).splitlines():
                 click.echo(f"  {line}")
             continue
+        if k == "progress" and v is not None:
+            message = data.get("progress_message")
+            click.echo(f"{k.ljust(width)}  {v * 100:.4g}%{f' {message}' if message else ''}")
+            continue
         click.echo(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (list, dict)) else ('-' if v is None else v)}")
 
 
@@ -407,22 +422,64 @@ def _job_id(job_id: int) -> int:
 
 
 def _job_action(action: str, done: str, doc: str) -> Callable[..., None]:
-    @click.argument("job_id", type=int)
+    @click.argument("job_id", type=int, required=False)
+    @click.option("--state", "f_state", type=click.Choice(list(BULK_STATES[action])),
+                  help=f"Every {action}able job in this state (default {BULK_STATES[action][0]}) matching the filters.")
+    @click.option("--task", "f_task", metavar="NAME", help="Only jobs of this task.")
+    @click.option("--queue", "f_queue", metavar="NAME", help="Only jobs of this queue.")
+    @click.option("--schedule", "f_schedule", metavar="NAME", help="Only occurrences of this schedule.")
+    @click.option("--from", "f_from", metavar="ISO8601", help="Only jobs created at or after (with a UTC offset).")
+    @click.option("--to", "f_to", metavar="ISO8601", help="Only jobs created before (with a UTC offset).")
+    @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing every matching job.")
     @common_options
     @click.pass_context
     @handle_errors
-    def command(ctx: click.Context, job_id: int, **common: Any) -> None:
+    def command(ctx: click.Context, job_id: int | None, f_state: str | None, f_task: str | None, f_queue: str | None,
+                f_schedule: str | None, f_from: str | None, f_to: str | None, yes: bool, **common: Any) -> None:
+        given = [f for f, v in (("--state", f_state), ("--task", f_task), ("--queue", f_queue), ("--schedule", f_schedule),
+                                ("--from", f_from), ("--to", f_to)) if v]
+        if job_id is not None and given:
+            raise ConfigError(f"give a job ID or filters ({', '.join(given)}), not both", key="JOB_ID")
+        if job_id is None:
+            if not given:
+                raise ConfigError(f"give a job ID, or filters (--state, --task, --queue, --schedule, --from, --to) to "
+                                  f"{action} every matching job", key="JOB_ID")
+            flt = JobFilter(f_state, f_task, f_queue, f_schedule, parse_instant(f_from, "--from") if f_from else None,
+                            parse_instant(f_to, "--to") if f_to else None)
+            app = load_app(**_merged(ctx, common))
+            app.store.check_schema()
+            _bulk_jobs(app, action, done, flt, yes)
+            return
         app = load_app(**_merged(ctx, common))
         app.store.check_schema()
         job = getattr(app, action)(_job_id(job_id))
+        if action == "cancel" and job.state == "running":
+            click.echo(f"job {job.id} is running: cancel requested (its worker stops it if the task lets it; "
+                       "a plain function must check current_job().cancel_requested)")
+            return
         click.echo(f"job {job.id} {done}")
 
     command.__doc__ = doc
     return command
 
 
+def _bulk_jobs(app: Linger, action: str, done: str, flt: JobFilter, yes: bool) -> None:
+    """``jobs retry|cancel --state ... --task ...``: the job command applied to every match (the
+    dashboard's bulk action, through the same code: :mod:`linger_sched.web.actions`)."""
+    flt = dataclasses.replace(flt, state=bulk_state(action, flt.state))
+    count = count_matching(app, flt)
+    if count == 0:
+        click.echo(f"no {flt.state} job matches: nothing to {action}")
+        return
+    if not yes:
+        click.confirm(f"{action} {count} {flt.state} job(s)? (--yes skips this question)", abort=True)
+    result = run_bulk(app, action, flt, limit=None)
+    left = f"; {len(result.passed_over)} changed state meanwhile and were left alone" if result.passed_over else ""
+    click.echo(f"{len(result.done)} job(s) {done}{left}")
+
+
 jobs.command("retry")(_job_action("retry", "queued again", "Queue a failed, cancelled or skipped job again, due now."))
-jobs.command("cancel")(_job_action("cancel", "cancelled", "Cancel a queued job."))
+jobs.command("cancel")(_job_action("cancel", "cancelled", "Cancel a queued job, or ask a running one to stop."))
 
 
 # -- schedules --------------------------------------------------------------------------
@@ -432,7 +489,7 @@ jobs.command("cancel")(_job_action("cancel", "cancelled", "Cancel a queued job."
 @click.pass_context
 @handle_errors
 def schedules(ctx: click.Context, next_n: int, **common: Any) -> None:
-    """List schedules (or: schedules pause|resume|trigger NAME)."""
+    """List schedules (or: schedules pause|resume|trigger|add|remove NAME)."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = common
         return
@@ -454,8 +511,8 @@ def schedules(ctx: click.Context, next_n: int, **common: Any) -> None:
         nxt = ", ".join(fmt_time(t, s.tz) for t in s.next_runs) or "-"
         if s.error is not None and s.retry_at is not None:
             nxt = f"retry {fmt_time(s.retry_at, s.tz)}"
-        rows.append([s.name, s.task, s.description, s.tz, nxt, last, state])
-    click.echo(table(["NAME", "TASK", "WHEN", "TZ", "NEXT", "LAST", "STATE"], rows))
+        rows.append([s.name, s.task, s.description, s.tz, nxt, last, s.source, state])
+    click.echo(table(["NAME", "TASK", "WHEN", "TZ", "NEXT", "LAST", "SOURCE", "STATE"], rows))
     failing = [s for s in infos if s.error is not None]
     if failing:
         click.echo("")
@@ -487,6 +544,61 @@ def _schedule_action(action: str) -> Callable[..., None]:
 
 for _action in ("pause", "resume", "trigger"):
     schedules.command(_action)(_schedule_action(_action))
+
+
+@schedules.command("add")
+@click.argument("name")
+@click.option("--task", "task_name", required=True, help="The task's registered name (module.function).")
+@click.option("--cron", metavar="EXPR", help="5-field cron expression (or --every).")
+@click.option("--every", metavar="DURATION", help="Interval: 30s, 15m, 2h, 1d (or --cron).")
+@click.option("--tz", metavar="ZONE", help="IANA zone of a cron schedule (default UTC).")
+@click.option("--anchor", metavar="ISO8601", help="First fire time of an interval (with a UTC offset).")
+@click.option("--args", "args_json", metavar="JSON", help="Positional arguments as a JSON array.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("--queue", help="Queue of its jobs (default: the task's).")
+@click.option("--priority", type=PRIORITY, help="Priority of its jobs (lower runs first).")
+@click.option("--max-attempts", type=click.IntRange(1, 2**31 - 1), help="Attempts of each of its jobs.")
+@click.option("--misfire", type=click.Choice(["coalesce", "all", "skip"]), help="Missed runs: coalesce (default), all, skip.")
+@click.option("--misfire-grace", metavar="DURATION", help="Drop occurrences later than this.")
+@click.option("--max-catch-up", type=click.IntRange(1, 100_000), help="With --misfire all: at most this many missed runs.")
+@click.option("--overlap", type=click.Choice(["skip", "allow"]), help="While its previous job runs: skip (default) or allow.")
+@click.option("--disabled", is_flag=True, help="Store it disabled.")
+@common_options
+@click.pass_context
+@handle_errors
+def schedules_add(ctx: click.Context, name: str, task_name: str, cron: str | None, every: str | None, tz: str | None,
+                  anchor: str | None, args_json: str | None, kwargs_json: str | None, queue: str | None,
+                  priority: int | None, max_attempts: int | None, misfire: str | None, misfire_grace: str | None,
+                  max_catch_up: int | None, overlap: str | None, disabled: bool, **common: Any) -> None:
+    """Create schedule NAME at runtime, stored in the database: it survives restarts and no
+    node's start-up sync disables it (checked like a declared schedule)."""
+    args = _json_arg(args_json, "--args", list, "a JSON array, e.g. '[1, \"a\"]'") if args_json is not None else None
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict, "a JSON object, e.g. '{\"user_id\": 1}'") if kwargs_json is not None else None
+    when = parse_instant(anchor, "--anchor") if anchor else None
+    app = load_app(**_merged(ctx, common))
+    if task_name not in app.registry.tasks:
+        click.echo(f"linger-sched: warning: task {task_name!r} is not registered in this process (use --import); "
+                   "added by name: its jobs fail as an unknown task on nodes that do not register it", err=True)
+    app.store.check_schema()
+    info = app.add_schedule(name, task_name, cron=cron, every=every, tz=tz, anchor=when, args=args, kwargs=kwargs,
+                            queue=queue, priority=priority, max_attempts=max_attempts, misfire=misfire,
+                            misfire_grace=misfire_grace, max_catch_up=max_catch_up, overlap=overlap,
+                            enabled=False if disabled else None)
+    nxt = ", ".join(fmt_time(t, info.tz) for t in info.next_runs) or "-"
+    click.echo(f"schedule {info.name} added (runtime): {info.task} {info.description}, next {nxt}")
+
+
+@schedules.command("remove")
+@click.argument("name")
+@common_options
+@click.pass_context
+@handle_errors
+def schedules_remove(ctx: click.Context, name: str, **common: Any) -> None:
+    """Delete schedule NAME, created at runtime (schedules add); its jobs stay."""
+    app = load_app(**_merged(ctx, common))
+    app.store.check_schema()
+    app.remove_schedule(name)
+    click.echo(f"schedule {name} removed")
 
 
 @main.command()
@@ -589,6 +701,31 @@ def status(as_json: bool, **common: Any) -> None:
         for r in st.schedule_errors:
             first_line = (r.error or "").strip().splitlines()[0] if (r.error or "").strip() else ""
             click.echo(f"  {r.name}: since {fmt_time(r.error_since)}, retried at {fmt_time(r.next_run_at)}: {first_line[:200]}")
+
+
+# -- dashboard --------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than this machine's (127.0.0.1, ::1, localhost) needs "
+                   "LINGER_DASHBOARD_USER and LINGER_DASHBOARD_PASSWORD (HTTP basic auth).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free one).")
+@click.option("--read-only", is_flag=True, help="Hide every action and refuse every POST.")
+@click.option("--tz", "display_tz", default="UTC", show_default=True, metavar="ZONE", help="The zone pages show times in.")
+@common_options
+@handle_errors
+def dashboard(host: str, port: int, read_only: bool, display_tz: str, **common: Any) -> None:
+    """Serve the dashboard (the [web] extra) until Ctrl-C: schedules, jobs, queues and nodes."""
+    from .web import auth_from_env, check_exposure, serve
+
+    check_exposure(host, auth_from_env(os.environ))  # before anything is read or bound
+    app = load_app(**common)
+    app.store.check_schema()
+
+    def announce(text: str) -> None:
+        click.echo(text)
+        sys.stdout.flush()
+
+    serve(app, host=host, port=port, read_only=read_only, tz=display_tz, announce=announce)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ DEFAULT_DATABASE_URL = "sqlite:///linger.db"
 # every duration and the clock offset: a larger one cannot be added to a date or waited on
 MAX_SECONDS = 100 * 365 * 86400.0
 MAX_CONCURRENCY = 10_000
+MAX_RESULT_BYTES = 1 << 30  # 1 GiB: a result is stored in one statement
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Settings:
     # create missing tables when the app first uses its store; None: on SQLite only (the
     # embedded default just works), a server database needs `linger-sched db init`
     auto_install: bool | None = None
+    # a task's result (as JSON) larger than this is not stored (the job succeeds; a WARNING says so)
+    result_max_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         check(self)
@@ -60,6 +63,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "LINGER_MISFIRE_THRESHOLD": ("misfire_threshold", _DURATION),
     "LINGER_KEEP_FINISHED": ("keep_finished", _DURATION),
     "LINGER_CLOCK_OFFSET": ("clock_offset", float),
+    "LINGER_RESULT_MAX_BYTES": ("result_max_bytes", int),
 }
 
 
@@ -153,6 +157,9 @@ def check_value(name: str, value: Any, where: str | None = None) -> None:
             raise ConfigError(f"must be > 0, got {value}", key=key)
         if name != "clock_offset" and value < 0:
             raise ConfigError(f"must not be negative, got {value}", key=key)
+    elif name == "result_max_bytes":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_RESULT_BYTES:
+            raise ConfigError(f"must be an integer number of bytes from 1 to {MAX_RESULT_BYTES}, got {value!r}", key=key)
     elif name == "auto_install" and value is not None and not isinstance(value, bool):
         raise ConfigError(f"must be true, false or None, got {value!r}", key=key)
 

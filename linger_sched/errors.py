@@ -132,6 +132,28 @@ class JobStateError(LingerError):
     """The job is in a state that does not allow the requested change."""
 
 
+class JobCancelled(LingerError):
+    """Raised by a task to end its job as ``cancelled`` (not retried): what a plain function
+    does once ``current_job().cancel_requested`` turns True (``linger-sched jobs cancel ID`` or
+    ``app.cancel(id)`` on a running job), e.g. through ``current_job().raise_if_cancelled()``."""
+
+
+class WaitTimeout(LingerError, TimeoutError):
+    """``app.wait(job_id, timeout=...)`` gave up: the job had not finished. ``job_id`` and
+    ``state`` (its state when the wait ended) say where it stood."""
+
+    def __init__(self, job_id: int, state: str, timeout: float) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.timeout = timeout
+        super().__init__(f"job {job_id} did not finish within {timeout:g}s: it is {state}")
+
+
+class ScheduleStateError(LingerError):
+    """A schedule cannot be changed that way: ``add_schedule`` of a name that exists,
+    ``update_schedule``/``remove_schedule`` of a schedule declared in code or schedules.yaml."""
+
+
 class ScheduleNotFoundError(LingerError, LookupError):
     """No schedule with that name."""
 

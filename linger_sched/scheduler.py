@@ -19,10 +19,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .clock import Clock, backoff
-from .errors import LingerError, SpecError, StoreError
-from .registry import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, ScheduleDef
+from .errors import ConfigError, LingerError, ScheduleStateError, SpecError, StoreError
+from .registry import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, ScheduleDef, TaskDef, build_schedule
 from .specs import CronSpec, IntervalSpec, parse_spec
-from .store import Lease, Occurrence, Plan, ScheduleRow, Store, encode_args
+from .store import Lease, Occurrence, Plan, ScheduleRow, Store, decode_args, encode_args
 
 log = logging.getLogger(__name__)
 
@@ -471,6 +471,48 @@ def resume_plan(row: ScheduleRow, now: datetime) -> tuple[Plan | None, datetime 
     return (record(row, occ, nxt) if occ is not None else None), nxt
 
 
+# -- schedules created at runtime (app.add_schedule) ------------------------------------------
+RUNTIME_OPTIONS = (
+    "cron", "every", "tz", "anchor", "args", "kwargs", "priority", "queue", "max_attempts", "misfire", "misfire_grace",
+    "max_catch_up", "overlap", "enabled",
+)
+
+
+def runtime_definition(name: Any, task: str, options: dict[str, Any], task_def: TaskDef | None) -> ScheduleDef:
+    """A schedule created at runtime, checked exactly as a declared one is (the checks of
+    :func:`~linger_sched.registry.build_schedule`; with ``task_def``, the task registered in
+    this process, its arguments against the task's signature). ``options``: those of
+    :data:`RUNTIME_OPTIONS` (None: not given). :class:`ConfigError` (or
+    :class:`~linger_sched.errors.ConfigErrors`) naming the schedule and each bad option."""
+    unknown = sorted(set(options) - set(RUNTIME_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} (allowed: task, {', '.join(RUNTIME_OPTIONS)})",
+                          key=f"schedule {name!r}")
+    given = {k: v for k, v in options.items() if v is not None}
+    return build_schedule(name, task, source=f"schedule {name!r}", task_def=task_def, **given)
+
+
+def stored_definition(row: ScheduleRow) -> dict[str, Any]:
+    """The options of :func:`runtime_definition` that give ``row``'s schedule as it is stored
+    (what ``update_schedule`` changes some of). ``ValueError`` for a row that cannot be read."""
+    spec = spec_from_row(row)
+    args, kwargs = decode_args(row.args)
+    raw = json.loads(row.options or "{}")
+    if not isinstance(raw, dict):
+        raise ValueError(f"schedule {row.name!r}: its stored options are not a JSON object")
+    out: dict[str, Any] = {k: raw[k] for k in ("priority", "queue", "max_attempts", "misfire", "misfire_grace",
+                                               "max_catch_up", "overlap") if raw.get(k) is not None}
+    out.update(args=args, kwargs=kwargs, enabled=row.enabled)
+    if isinstance(spec, CronSpec):
+        out.update(cron=spec.expr, tz=row.tz)
+    else:
+        out["every"] = spec.every
+        # an anchor that was given is part of the spec hash; one taken at registration is not
+        if row.anchor is not None and ScheduleDef(row.name, row.task, spec).spec_hash == row.spec_hash:
+            out["anchor"] = row.anchor
+    return out
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, (StoreError, SpecError)) else f"{type(exc).__name__}: {exc}"
 
@@ -558,8 +600,18 @@ class Scheduler:
 
     def _sync_one(
         self, d: ScheduleDef, old: ScheduleRow | None, now: datetime, inserts: list[dict[str, Any]],
-        updates: list[dict[str, Any]], plans: list[Plan], entries: list[tuple[str, str]],
+        updates: list[dict[str, Any]], plans: list[Plan], entries: list[tuple[str, str]], *, source: str = "declared",
     ) -> None:
+        """The writes that make the stored ``old`` (None: none) the definition ``d``, of
+        ``source`` ("declared" at a sync, "runtime" for add_schedule/update_schedule). A
+        declaration of a runtime schedule's name takes it over (logged with what it was)."""
+        takeover = old is not None and source == "declared" and old.source == "runtime"
+        if takeover:
+            assert old is not None
+            log.warning("schedule %s is now declared in code or schedules.yaml: the runtime schedule of that name "
+                        "(created with add_schedule: task %s, %s %s, arguments %s, options %s) is replaced by the "
+                        "declaration", d.name, old.task, old.spec, old.tz, old.args, old.options,
+                        extra={"action": "schedule_taken_over", "schedule": d.name})
         task_opts = self.task_defaults(d.task)
         options = d.options()
         for k in ("queue", "priority", "max_attempts"):
@@ -614,12 +666,68 @@ class Scheduler:
             entries.append(("enabled" if d.enabled else "disabled", d.name))
         if old.disabled_reason != disabled_reason:
             change["disabled_reason"] = disabled_reason
+        if takeover:
+            change["source"] = "declared"
         if change:
             updates.append({"name": d.name, **change})
 
+    def add_runtime(self, d: ScheduleDef) -> None:
+        """Store ``d`` (see :func:`runtime_definition`) as a new schedule created at runtime
+        (``source = 'runtime'``): its first fire time is computed as a sync computes a new
+        declared one's, and no sync ever disables it.
+        :class:`~linger_sched.errors.ScheduleStateError` when the name exists."""
+        inserts: list[dict[str, Any]] = []
+        self._sync_one(d, None, self._now(), inserts, [], [], [], source="runtime")
+        (row,) = inserts
+        self.store.insert_schedule({**row, "source": "runtime"}, now=self.clock.store_now())
+        log.info("schedule %s added at runtime (task %s, %s)", d.name, d.task, d.spec.describe(),
+                 extra={"action": "schedule_added", "schedule": d.name})
+
+    def update_runtime(self, name: str, changes: dict[str, Any], task_def: Callable[[str], TaskDef | None]) -> None:
+        """Change the runtime schedule ``name``: its stored definition with ``changes`` (options
+        of :func:`runtime_definition`, and ``task``; ``cron`` replaces ``every`` and the other
+        way round), checked as a new one is (``task_def(task name)``: the task if registered
+        here). As at a sync, a changed spec recomputes the next fire time and records the old
+        spec's due fire times as one ``skipped`` row. :class:`ScheduleNotFoundError`,
+        :class:`ScheduleStateError` for a declared schedule, :class:`ConfigError` for bad
+        options (nothing changes then)."""
+        for _ in range(5):
+            old = self.store.get_schedule(name)
+            if old.source != "runtime":
+                raise ScheduleStateError(
+                    f"schedule {name!r} is declared in code or schedules.yaml and cannot be changed at runtime: "
+                    "change it there (each node's start-up sync writes it again)")
+            try:
+                merged = stored_definition(old)
+            except (ValueError, TypeError, LingerError) as exc:
+                raise ConfigError(f"its stored definition cannot be read ({_describe(exc)}); remove it and add it again",
+                                  key=f"schedule {name!r}") from None
+            if "cron" in changes:
+                merged.pop("every", None)
+                merged.pop("anchor", None)
+            if "every" in changes:
+                merged.pop("cron", None)
+                merged.pop("tz", None)
+            opts = {k: v for k, v in changes.items() if k != "task"}
+            task = changes.get("task") or old.task
+            d = runtime_definition(name, task, {**merged, **opts}, task_def(task))
+            updates: list[dict[str, Any]] = []
+            plans: list[Plan] = []
+            self._sync_one(d, old, self._now(), [], updates, plans, [], source="runtime")
+            if not updates:
+                return  # nothing changes
+            values = {k: v for k, v in updates[0].items() if k != "name"}
+            if self.store.update_runtime_schedule(name, values, expected=old.next_run_at, plan=plans[0] if plans else None,
+                                                  now=self.clock.store_now()):
+                log.info("schedule %s changed at runtime (task %s, %s)", name, d.task, d.spec.describe(),
+                         extra={"action": "schedule_changed", "schedule": name})
+                return
+        raise LingerError(f"schedule {name!r} kept changing while it was being updated; try again")
+
     def _undeclared(self, existing: dict[str, ScheduleRow], declared: set[str]) -> list[str]:
         """The enabled schedules that neither ``declared`` nor any live node declares."""
-        candidates = sorted(n for n, r in existing.items() if r.enabled and n not in declared)
+        # a schedule created at runtime is nobody's declaration: never disabled for that
+        candidates = sorted(n for n, r in existing.items() if r.enabled and n not in declared and r.source != "runtime")
         live = self.store.live_declarations(self.settings.live_within, now=self.clock.store_now())
         others = {n for names in live.values() for n in names} - declared
         self._watch = set(others)

@@ -18,21 +18,115 @@ import threading
 import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from .clock import Clock, backoff, sleep
-from .errors import JobArgumentsError, StoreError, UnknownTaskError
+from .errors import JobArgumentsError, JobCancelled, StoreError, UnknownTaskError
 from .registry import Registry
 from .store import Claimed, Store, decode_args
+from .store.rows import encode_result, progress_value
+from .store.store import DONE_NOTIFY_EVERY
 
 log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 1.0  # seconds between two progress writes of one job (at most)
+
+
+_CONTROL_LOCK = threading.Lock()  # the rare cross-thread steps of every _Control (cheaper than one lock each)
+
+
+class _Control:
+    """The worker's side of one held attempt, shared with its task through
+    :class:`JobContext`: the cancel request (learned at a heartbeat), the progress the task
+    reports (written at most once per :data:`PROGRESS_INTERVAL`, the last value at the latest
+    with the outcome), and, for an ``async def`` task, its asyncio task (to cancel it).
+
+    One is made per claimed job, in the drain's hot loop: plain slots, and a lock only once the
+    task reports progress."""
+
+    __slots__ = ("worker", "job", "cancelled", "_lock", "_progress", "_pending", "_written_at", "_loop", "_task")
+
+    def __init__(self, worker: Worker, job: Claimed) -> None:
+        self.worker = worker
+        self.job = job
+        self.cancelled = False  # a cancel was requested (set once, by the heartbeat)
+        self._lock: threading.Lock | None = None  # made by the first set_progress
+        self._progress: tuple[float, str | None] | None = None  # the last value reported
+        self._pending = False  # ... and not written yet
+        self._written_at = -1e18  # monotonic instant of the last write (or failed try)
+        self._loop: Any = None  # an async task's event loop and asyncio task
+        self._task: Any = None
+
+    # -- progress -------------------------------------------------------------------------
+    def _progress_lock(self) -> threading.Lock:
+        if self._lock is None:
+            with _CONTROL_LOCK:
+                if self._lock is None:
+                    self._lock = threading.Lock()
+        return self._lock
+
+    def set_progress(self, value: tuple[float, str | None]) -> None:
+        with self._progress_lock():
+            self._progress, self._pending = value, True
+            if self.worker.clock.monotonic() - self._written_at >= PROGRESS_INTERVAL:
+                self._write()
+
+    def flush_progress(self) -> None:
+        """Write a value that waited for its interval, once the interval has passed."""
+        if not self._pending:
+            return
+        with self._progress_lock():
+            if self._pending and self.worker.clock.monotonic() - self._written_at >= PROGRESS_INTERVAL:
+                self._write()
+
+    def take_pending(self) -> tuple[float, str | None] | None:
+        """The last value when it is not written yet (it goes with the outcome), else None."""
+        if not self._pending:  # no progress reported, or all of it written
+            return None
+        with self._progress_lock():
+            if not self._pending:
+                return None
+            self._pending = False
+            return self._progress
+
+    def _write(self) -> None:  # holding the lock, so that two writes never cross
+        assert self._progress is not None
+        job, w = self.job, self.worker
+        self._written_at = w.clock.monotonic()
+        try:
+            w.store.set_progress(w.node_id, job.id, job.attempts, *self._progress)
+            self._pending = False
+        except Exception as exc:  # noqa: BLE001 - progress is advice: the task goes on
+            log.warning("could not store the progress of job %s (%s): %s; trying again later", job.id, job.task, exc,
+                        extra={"action": "progress_error", "job_id": job.id})
+
+    # -- cancellation ---------------------------------------------------------------------
+    def request_cancel(self) -> bool:
+        """Note the cancel request (once; returns whether it is new) and cancel an async task."""
+        with _CONTROL_LOCK:
+            if self.cancelled:
+                return False
+            self.cancelled = True
+            loop, task = self._loop, self._task
+        if task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+        return True
+
+    def bind_async(self, loop: Any, task: Any) -> bool:
+        """Record an async task's loop and task; False when a cancel came first (do not run)."""
+        with _CONTROL_LOCK:
+            self._loop, self._task = loop, task
+            return not self.cancelled
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running task can learn about itself through :func:`current_job`."""
+    """What a running task can learn about itself through :func:`current_job`, and the two
+    things it can tell its worker: its progress (:meth:`set_progress`) and that it stopped
+    because it was cancelled (:meth:`raise_if_cancelled`, or raise
+    :class:`~linger_sched.errors.JobCancelled`)."""
 
     id: int
     task: str
@@ -44,6 +138,30 @@ class JobContext:
     scheduled_for: datetime | None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    _control: _Control | None = field(default=None, repr=False, compare=False)
+
+    def set_progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress: ``fraction`` from 0 to 1 (``TypeError``/``ValueError`` otherwise),
+        with an optional ``message`` (text; at most 500 characters are kept). Shown by
+        ``Job.progress``/``progress_message`` and ``linger-sched jobs show``. Cheap to call in
+        a tight loop: it is written at most about once a second (the first call at once),
+        and the last value is always written, at the latest with the job's outcome."""
+        value = progress_value(fraction, message)
+        if self._control is not None:
+            self._control.set_progress(value)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the job's cancellation was requested (``app.cancel(id)``, ``linger-sched
+        jobs cancel ID``) and this worker learned it (at its next lease extension, within a
+        third of the job lease TTL). A plain function checks it and stops by raising
+        :class:`~linger_sched.errors.JobCancelled`; Python cannot stop its thread for it."""
+        return self._control is not None and self._control.cancelled
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`~linger_sched.errors.JobCancelled` if :attr:`cancel_requested`."""
+        if self.cancel_requested:
+            raise JobCancelled(f"job {self.id} was cancelled while it ran")
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("linger_current_job", default=None)
@@ -68,6 +186,7 @@ class WorkerSettings:
     # claim jobs due within this many seconds and start each at its run_at on a local timer,
     # so the claim's round trip and commit are not part of a job's start delay (real clock only)
     lead_time: float = 0.05
+    result_max_bytes: int = 64 * 1024  # a larger result (as JSON) is not stored (a WARNING says so)
 
 
 @dataclass
@@ -88,6 +207,10 @@ class _Outcome:
     error: str | None
     duration: float
     retryable: bool = True
+    result: str | None = None  # a success's return value as JSON text (None: nothing to store)
+    progress: tuple[float, str | None] | None = None  # the last progress, not written yet
+    cancelled: bool = False  # the job ends cancelled (error says why)
+    cancel_requested: bool = False  # a failure is then final: a cancelled job is not retried
 
     @property
     def key(self) -> tuple[int, int]:
@@ -101,6 +224,7 @@ class _Held:
     written, so no peer runs it meanwhile."""
 
     job: Claimed
+    control: _Control
     started: float | None = None  # monotonic; None while it waits for a thread
     timed_out: bool = False  # ran past its task's timeout; the attempt fails when it ends
 
@@ -117,6 +241,13 @@ def _format_error(exc: BaseException) -> str:
         return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
     except Exception:  # noqa: BLE001 - an exception whose formatting fails is still a failure
         return f"{type(exc).__name__} (its message could not be formatted)"
+
+
+def _cancelled(job: Claimed, exc: BaseException | None) -> str:
+    """The ``last_error`` of an attempt that ended cancelled."""
+    why = f": {type(exc).__name__}: {exc}" if exc is not None and str(exc) else ""
+    how = "its coroutine was cancelled" if exc is None else "the task stopped"
+    return f"cancelled while it ran (attempt {job.attempts}; {how}){why}"
 
 
 class _TimedOut(Exception):
@@ -210,6 +341,7 @@ class Worker:
         self._last_rescue = -1e18
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
+        self._heartbeat_wake = threading.Event()  # a heartbeat now (a cancel was requested here)
         self._lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
@@ -264,12 +396,39 @@ class Worker:
     # -- heartbeat ----------------------------------------------------------------------
     def heartbeat(self) -> int:
         """Extend the lock of every job this worker holds (running, timed out and still
-        running, or waiting for its outcome to be written); returns how many were extended."""
+        running, or waiting for its outcome to be written); returns how many were extended.
+
+        The same transaction says which of them were asked to cancel: an ``async def`` task
+        is cancelled at once, a plain function sees ``current_job().cancel_requested``. Then
+        the progress values that waited for their interval are written."""
         self._last_heartbeat = self.clock.monotonic()
         held = self.held_ids()
         if not held:
             return 0
-        return self.store.extend(self.node_id, self.settings.job_lease_ttl, now=self.clock.store_now(), ids=held)
+        n, asked = self.store.extend_and_check(self.node_id, self.settings.job_lease_ttl, now=self.clock.store_now(),
+                                               ids=held)
+        with self._lock:
+            holds = list(self._running.values())
+        wanted = set(asked)
+        for h in holds:
+            if h.job.id in wanted and h.control.request_cancel():
+                log.info("job %s (%s): cancel requested; %s", h.job.id, h.job.task,
+                         "cancelling its coroutine" if h.control._task is not None else "the task sees cancel_requested",
+                         extra={"action": "cancel_requested", "job_id": h.job.id})
+        for h in holds:
+            h.control.flush_progress()
+        return n
+
+    def nudge_heartbeat(self) -> None:
+        """Heartbeat soon rather than at the next interval (a cancel was requested through
+        this process): the heartbeat thread wakes, or the next :meth:`run_once` heartbeats."""
+        self._last_heartbeat = -1e18
+        self._heartbeat_wake.set()
+
+    def holds(self, job_id: int) -> bool:
+        """Whether this worker holds an attempt of job ``job_id``."""
+        with self._lock:
+            return any(i == job_id for i, _ in self._running)
 
     def start_heartbeat(self) -> None:
         """Heartbeat on a thread of its own, so that no outcome write, claim or slow query of
@@ -282,6 +441,7 @@ class Worker:
 
     def stop_heartbeat(self) -> None:
         self._heartbeat_stop.set()
+        self._heartbeat_wake.set()
         t = self._heartbeat_thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5.0)
@@ -300,7 +460,9 @@ class Worker:
                 wait = backoff(failures, cap=every)
                 log.error("job heartbeat failed: %s; retrying in %.1fs", exc, wait,
                           exc_info=not isinstance(exc, StoreError), extra={"action": "heartbeat_error"})
-            if self._heartbeat_stop.wait(wait):
+            self._heartbeat_wake.wait(wait)
+            self._heartbeat_wake.clear()
+            if self._heartbeat_stop.is_set():
                 return
 
     # -- one iteration ------------------------------------------------------------------
@@ -311,6 +473,7 @@ class Worker:
         Returns how much happened and how long the caller may wait before calling again."""
         report = Report()
         report.finished = self.flush()
+        self.store.send_owed_notify()  # a finish's NOTIFY to waiters that a busy drain held back
         mono = self.clock.monotonic()
         ttl = self.settings.job_lease_ttl
         if self._heartbeat_thread is None and mono - self._last_heartbeat >= ttl / 3:
@@ -353,9 +516,10 @@ class Worker:
                                 now=self.clock.store_now())
         for job in jobs:
             with self._lock:
-                self._running[(job.id, job.attempts)] = _Held(job)
+                self._running[(job.id, job.attempts)] = _Held(job, _Control(self, job))
             self._execute(job, here=True)
         self.flush()
+        self.store.send_owed_notify()
         return jobs
 
     def _wait_hint(self, report: Report, claim: bool) -> float:
@@ -366,6 +530,8 @@ class Worker:
         until_heartbeat = min(until_heartbeat, self._check_timeouts(), s.poll_interval)
         if self._unwritten:
             until_heartbeat = min(until_heartbeat, max(0.0, self._write_retry_at - self.clock.monotonic()))
+        if self.store.owes_notify:  # waiters of finished jobs are told within a tenth of a second
+            until_heartbeat = min(until_heartbeat, DONE_NOTIFY_EVERY)
         if report.claimed and self.busy < s.concurrency:
             return 0.0  # there may be more due work right now
         if not claim or self.busy >= self.capacity:
@@ -380,7 +546,7 @@ class Worker:
     def _start(self, job: Claimed, not_before: float) -> None:
         self._ensure_threads()
         with self._lock:
-            self._running[(job.id, job.attempts)] = _Held(job)
+            self._running[(job.id, job.attempts)] = _Held(job, _Control(self, job))
         self._inbox.put((job, not_before))
 
     def _thread_main(self) -> None:
@@ -417,10 +583,16 @@ class Worker:
             if held is None:
                 return  # handed back at shutdown before a thread got to it
             held.started = start  # a task's timeout counts from here
+        control = held.control
+        if control.cancelled:  # learned while the job waited for a thread: never started
+            self._report(self._ended(_Outcome(job, False, f"cancelled before attempt {job.attempts} started", 0.0,
+                                              cancelled=True), control))
+            return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s %s started (attempt %s/%s)", job.id, job.task, job.attempts, job.max_attempts,
                       extra={"action": "started", "job_id": job.id})
-        ok, error, retryable = False, None, True
+        ok, error, retryable, cancelled = False, None, True, False
+        result: Any = None
         try:
             problem = malformed(job)
             if problem is not None:
@@ -429,7 +601,7 @@ class Worker:
             args, kwargs = decode_args(job.args)
             context = JobContext(
                 job.id, job.task, job.attempts, job.max_attempts, job.queue, job.priority,
-                job.schedule_name, job.scheduled_for, tuple(args), kwargs,
+                job.schedule_name, job.scheduled_for, tuple(args), kwargs, control,
             )
             token = _current.set(context)
             try:
@@ -445,6 +617,8 @@ class Worker:
                 error = "task returned False"
             else:
                 ok = True
+        except JobCancelled as exc:
+            error, cancelled = _cancelled(job, exc), True
         except UnknownTaskError as exc:
             error, retryable = f"{exc}; the job was not run", False
         except JobArgumentsError as exc:
@@ -455,15 +629,51 @@ class Worker:
             error = _format_error(exc)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 error = f"interrupted: {exc!r}"
-        self._report(_Outcome(job, ok, error, self.clock.monotonic() - start, retryable))
+        outcome = _Outcome(job, ok, error, self.clock.monotonic() - start, retryable, cancelled=cancelled)
+        if ok and result is not None:
+            outcome.result = self._stored_result(job, result)
+        self._report(self._ended(outcome, control))
+
+    def _ended(self, outcome: _Outcome, control: _Control) -> _Outcome:
+        """``outcome`` with what its attempt left behind: the progress not yet written, and
+        whether a cancel was requested (a failure is then not retried)."""
+        outcome.progress = control.take_pending()
+        outcome.cancel_requested = control.cancelled
+        return outcome
+
+    def _stored_result(self, job: Claimed, value: Any) -> str | None:
+        """A success's return value as the JSON text to store, or None (with a WARNING naming
+        the job and its task) when it is not JSON-serializable or larger than
+        ``result_max_bytes``: the job succeeded all the same."""
+        try:
+            text = encode_result(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("job %s (%s) succeeded, but its result is not JSON-serializable (%s): not stored",
+                        job.id, job.task, exc, extra={"action": "result_not_stored", "job_id": job.id})
+            return None
+        if len(text) > self.settings.result_max_bytes:  # ASCII: characters are bytes
+            log.warning("job %s (%s) succeeded, but its result is %d bytes of JSON, more than result_max_bytes "
+                        "(%d; LINGER_RESULT_MAX_BYTES): not stored", job.id, job.task, len(text),
+                        self.settings.result_max_bytes, extra={"action": "result_not_stored", "job_id": job.id})
+            return None
+        return text
 
     def _run_async(self, job: Claimed, awaitable: Awaitable[Any], context: JobContext, start: float, timeout: float | None) -> None:
         """Run a coroutine task on the worker's event loop; its outcome is reported when it has
         really ended (``timeout`` cancels it, and a cancelled coroutine is waited for)."""
         import asyncio
+        import concurrent.futures
+
+        control = context._control
+        assert control is not None
 
         async def attempt() -> Any:
             _current.set(context)  # this task's own context: current_job() works inside it
+            if not control.bind_async(asyncio.get_running_loop(), asyncio.current_task()):
+                close = getattr(awaitable, "close", None)
+                if close is not None:
+                    close()
+                raise asyncio.CancelledError  # cancelled before it started
             if timeout:
                 return await asyncio.wait_for(awaitable, timeout)
             return await awaitable
@@ -477,15 +687,24 @@ class Worker:
         future = asyncio.run_coroutine_threadsafe(attempt(), self._ensure_loop())
 
         def done(f: Any) -> None:
-            ok, error = False, None
+            ok, error, cancelled, result = False, None, False, None
             try:
-                ok = f.result() is not False
+                result = f.result()
+                ok = result is not False
                 error = None if ok else "task returned False"
             except TimeoutError:  # asyncio.TimeoutError is TimeoutError since Python 3.11
                 error = f"timed out after {timeout:g}s"
+            except JobCancelled as exc:
+                error, cancelled = _cancelled(job, exc), True
             except BaseException as exc:  # noqa: BLE001 - includes CancelledError at shutdown
-                error = _format_error(exc)
-            self._report(_Outcome(job, ok, error, self.clock.monotonic() - start))
+                if control.cancelled and isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+                    error, cancelled = _cancelled(job, None), True  # our task.cancel(): the coroutine has ended
+                else:
+                    error = _format_error(exc)
+            outcome = _Outcome(job, ok, error, self.clock.monotonic() - start, cancelled=cancelled)
+            if ok and result is not None:
+                outcome.result = self._stored_result(job, result)
+            self._report(self._ended(outcome, control))
 
         future.add_done_callback(done)
 
@@ -541,7 +760,8 @@ class Worker:
                     limit = task.timeout if task and task.timeout else 0.0
                     log.warning("job %s (%s) returned %.1fs after it started, past its %gs timeout; result discarded",
                                 o.job.id, o.job.task, o.duration, limit, extra={"action": "late_result", "job_id": o.job.id})
-                    o = _Outcome(o.job, False, f"timed out after {limit:g}s", o.duration)
+                    if not o.cancelled:
+                        o = replace(o, ok=False, error=f"timed out after {limit:g}s", result=None)
                 fresh.append(o)
         if self._unwritten and (fresh or self.clock.monotonic() >= self._write_retry_at):
             fresh = self._unwritten + fresh
@@ -554,10 +774,21 @@ class Worker:
         """Write ``outcomes`` in one transaction (raises what the store raises)."""
         ok = [o for o in outcomes if o.ok]
         failed: list[tuple[int, str, float | None]] = []
+        cancelled: list[tuple[int, str]] = []
+        results: dict[int, str] = {}
+        progress: dict[int, tuple[float, str | None]] = {}
         for o in outcomes:
+            if o.progress is not None:
+                progress[o.job.id] = o.progress
             if o.ok:
+                if o.result is not None:
+                    results[o.job.id] = o.result
                 continue
-            last = not (o.retryable and o.job.attempts < o.job.max_attempts)
+            if o.cancelled:
+                cancelled.append((o.job.id, o.error or "cancelled"))
+                continue
+            # a cancel was requested: a failure is not retried
+            last = o.cancel_requested or not (o.retryable and o.job.attempts < o.job.max_attempts)
             failed.append((o.job.id, o.error or "failed", None if last else self.retry_delay(o.job)))
         # every failure is written for its own attempt only (one row, by primary key); a success
         # too when this node holds another attempt of the same job (a batch of successes is one
@@ -568,7 +799,9 @@ class Worker:
         attempts = {o.job.id: o.job.attempts for o in outcomes if not o.ok or o.job.id in held_twice}
         lost_ok, lost_failed = self.store.finish(self.node_id, [o.job.id for o in ok], failed,
                                                  now=self.clock.store_now(), attempts=attempts,
-                                                 queues={o.job.id: o.job.queue for o in outcomes})
+                                                 queues={o.job.id: o.job.queue for o in outcomes},
+                                                 results=results or None, progress=progress or None,
+                                                 cancelled=cancelled)
         for job_id in lost_ok + lost_failed:
             log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
                         extra={"action": "lost_lease", "job_id": job_id})
@@ -609,10 +842,16 @@ class Worker:
             if self.store.is_transient(exc):
                 self._keep_unwritten([o], exc)
                 return False
+            if o.result is not None or o.progress is not None:
+                # the database refuses the result (or progress) the outcome carries: the outcome
+                # itself is still true and stored, without them
+                log.warning("job %s (%s): its result or progress cannot be stored (%s): recorded without them",
+                            o.job.id, o.job.task, exc, extra={"action": "result_not_stored", "job_id": o.job.id})
+                return self._record_one(replace(o, result=None, progress=None))
             log.error("the outcome of job %s (%s) cannot be stored: %s", o.job.id, o.job.task, exc,
                       extra={"action": "outcome_error", "job_id": o.job.id})
             fallback = _Outcome(o.job, False, f"the attempt's outcome could not be stored: {type(exc).__name__}: {exc}",
-                                o.duration, o.retryable)
+                                o.duration, o.retryable, cancel_requested=o.cancel_requested)
             try:
                 self._finish([fallback])
                 return True
@@ -644,9 +883,13 @@ class Worker:
                     log.debug("job %s %s succeeded (attempt %s, ran %.3fs)", j.id, j.task, j.attempts, o.duration,
                               extra={"action": "succeeded", "job_id": j.id})
                 continue
+            if o.cancelled:
+                log.info("job %s %s cancelled (attempt %s, ran %.3fs)", j.id, j.task, j.attempts, o.duration,
+                         extra={"action": "cancelled", "job_id": j.id})
+                continue
             lines = (o.error or "").strip().splitlines()
             first_line = lines[-1][:500] if lines else ""
-            will_retry = o.retryable and j.attempts < j.max_attempts
+            will_retry = o.retryable and j.attempts < j.max_attempts and not o.cancel_requested
             log.warning(
                 "job %s %s %s (attempt %s/%s, ran %.3fs): %s", j.id, j.task,
                 "failed, will retry" if will_retry else "failed for good", j.attempts, j.max_attempts,
@@ -755,6 +998,10 @@ class Worker:
         if self._unwritten:  # the database is away: a last try, then the locks expire and rescue
             self._write_retry_at = -1e18
             self.flush()
+        try:
+            self.store.send_owed_notify()
+        except Exception as exc:  # noqa: BLE001 - waiters poll too
+            log.warning("could not notify waiters of finished jobs: %s", exc, extra={"action": "notify_error"})
         handed = 0
         with self._lock:
             left = [key for key, held in self._running.items() if held.started is not None]

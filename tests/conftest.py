@@ -59,6 +59,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def django_test_environment() -> Iterator[None]:
+    """In place of pytest-django's fixture of this name, which sets Django's test environment
+    up for the rest of the session once settings are configured: a pytest run inside this one
+    (pytester) would then fail. Only tests/django needs it; its conftest sets it up per test."""
+    yield
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_name" in metafunc.fixturenames:
         metafunc.parametrize("db_name", SELECTED, scope="function")

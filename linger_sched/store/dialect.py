@@ -167,6 +167,19 @@ _LOOPBACK = ("", "localhost", "127.0.0.1", "::1")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
+def relative_database_file(url: str) -> str | None:
+    """The relative path of the database file ``url`` names (SQLite, ``sqlite:///app.db``),
+    or None: a server database, an absolute path, in memory, a ``file:`` URI. (Flask-SQLAlchemy
+    resolves such a path in the app's instance folder; contrib.flask does the same.)"""
+    u = normalize_url(url)
+    if u.get_backend_name() != "sqlite" or u.query.get("uri"):
+        return None
+    path = u.database or ""
+    if path in ("", ":memory:") or path.startswith("file:") or os.path.isabs(path):
+        return None
+    return path
+
+
 def same_database(a: sa.URL, b: sa.URL) -> bool:
     """Whether URLs ``a`` and ``b`` name the same database, whatever their drivers: the same
     SQLite file (paths resolved), or the same backend, host (loopback names alike), port
@@ -185,6 +198,56 @@ def same_database(a: sa.URL, b: sa.URL) -> bool:
         host = "localhost" if host in _LOOPBACK else host.lower()
         return host, u.port or _DEFAULT_PORTS.get(backend_a), u.database
     return server(a) == server(b)
+
+
+# the top-level name of a DB-API module -> SQLAlchemy's driver name for it
+_DBAPI_DRIVERS = {"sqlite3": "pysqlite", "psycopg": "psycopg", "psycopg2": "psycopg2", "pymysql": "pymysql", "MySQLdb": "mysqldb"}
+
+
+def url_from_parts(
+    backend: str, dbapi: str, *, database: str | None, username: str | None = None, password: str | None = None,
+    host: str | None = None, port: int | str | None = None, options: dict[str, Any] | None = None,
+) -> sa.URL:
+    """The URL of a database given as a framework holds its connection settings (Django's
+    ``DATABASES`` entries): ``backend`` is ``sqlite``, ``postgresql`` or ``mysql`` (MariaDB
+    too), ``dbapi`` the DB-API module the framework connects with (``sqlite3``, ``psycopg``,
+    ``psycopg2``, ``pymysql``, ``MySQLdb``: the URL names the same driver).
+
+    SQLite: ``database`` is the file; ``options`` are ignored (linger-sched sets its own
+    pragmas). PostgreSQL: a ``host`` that starts with ``/`` is a socket directory; ``options``
+    are libpq parameters (``sslmode``, ``options``, ``service``, ...). MySQL/MariaDB: a ``host``
+    that starts with ``/`` is a socket file; ``options`` are the driver's connect arguments, a
+    mapping one (``ssl={"ca": PATH}``) as ``ssl_ca=PATH``. :class:`ConfigError` (keyed by the
+    setting) for a backend, driver or value that cannot be expressed."""
+    driver = _DBAPI_DRIVERS.get(dbapi.split(".")[0])
+    if backend not in ("sqlite", "postgresql", *MYSQL_NAMES):
+        raise ConfigError(f"unsupported database {backend!r}: use SQLite, PostgreSQL or MySQL/MariaDB", key="ENGINE")
+    if driver is None:
+        raise ConfigError(f"unsupported driver module {dbapi!r} (supported: {', '.join(sorted(_DBAPI_DRIVERS))})", key="ENGINE")
+    if backend == "sqlite":
+        if not database or database == ":memory:" or "mode=memory" in database:
+            raise ConfigError(f"an in-memory SQLite database ({database!r}) cannot be shared with a worker; use a file",
+                              key="NAME")
+        return sa.URL.create(f"sqlite+{driver}", database=database)
+    query: dict[str, str] = {}
+    for key, value in (options or {}).items():
+        if isinstance(value, dict) and backend != "postgresql":
+            query.update({f"{key}_{k}": str(v) for k, v in value.items() if v is not None})
+        elif isinstance(value, (str, int, float)) and value is not None:
+            query[key] = str(value)
+        else:
+            raise ConfigError(f"{key!r}: {value!r} cannot be passed in a database URL", key="OPTIONS")
+    if host and host.startswith("/"):
+        query["host" if backend == "postgresql" else "unix_socket"] = host
+        host = None
+    try:
+        port_number = int(port) if port not in (None, "") else None
+    except (TypeError, ValueError):
+        raise ConfigError(f"not a port number: {port!r}", key="PORT") from None
+    return sa.URL.create(
+        f"{backend}+{driver}", username=username or None, password=password or None, host=host or None,
+        port=port_number, database=database or None, query=query,
+    )
 
 
 def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
@@ -346,15 +409,16 @@ class Dialect:
             return sa.func.max(a, b, type_=UTCDateTime())
         return sa.func.greatest(a, b, type_=UTCDateTime())
 
-    def executemany(self, conn: sa.Connection, stmt: sa.Insert | sa.Update, rows: Sequence[dict[str, Any]]) -> None:
-        """Run ``stmt`` once per row (all rows with the same keys) in one driver executemany.
+    def executemany(self, conn: sa.Connection, stmt: sa.Insert | sa.Update, rows: Sequence[dict[str, Any]]) -> int:
+        """Run ``stmt`` once per row (all rows with the same keys) in one driver executemany;
+        returns the rows it matched, summed over the rows given (every driver here sums them).
 
         The same SQL and the same bound values as ``conn.execute(stmt, rows)``, without
         SQLAlchemy's per-row parameter machinery, which costs more than the database does for
         thousands of small rows: the statement is compiled once, and each column's bind
         processor (e.g. aware datetime to naive UTC text on SQLite) is applied directly."""
         if not rows:
-            return
+            return 0
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]), for_executemany=True)
         names = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
         missing = [n for n in names if n not in rows[0]]
@@ -364,23 +428,22 @@ class Dialect:
             for n in missing:
                 default = table.c[n].default if table is not None and n in table.c else None
                 if default is None or not default.is_scalar:
-                    conn.execute(stmt, list(rows))
-                    return
+                    return int(conn.execute(stmt, list(rows)).rowcount)
                 defaults[n] = default.arg
             rows = [{**defaults, **r} for r in rows]
         procs = [(n, _last_value_cache(compiled.binds[n].type.bind_processor(conn.dialect))) for n in names]
         if self.is_postgres and isinstance(stmt, sa.Insert):
             sql = self._unnest_insert(compiled.string, names)
             if sql is not None:
-                conn.exec_driver_sql(sql, {n: [p(r[n]) for r in rows] if p else [r[n] for r in rows] for n, p in procs})
-                return
+                return int(conn.exec_driver_sql(
+                    sql, {n: [p(r[n]) for r in rows] if p else [r[n] for r in rows] for n, p in procs}).rowcount)
         processed = [(i, p) for i, (_, p) in enumerate(procs) if p is not None]
         values = [[r[n] for n in names] for r in rows]
         for v in values:
             for i, p in processed:
                 v[i] = p(v[i])
         params: list[Any] = [tuple(v) for v in values] if compiled.positional else [dict(zip(names, v)) for v in values]
-        conn.exec_driver_sql(compiled.string, params)
+        return int(conn.exec_driver_sql(compiled.string, params).rowcount)
 
     @staticmethod
     def _unnest_insert(sql: str, names: Sequence[str]) -> str | None:
@@ -611,10 +674,18 @@ class Dialect:
     def can_notify(self) -> bool:
         return self.is_postgres or self.is_sqlite
 
+    @property
+    def sends_notify(self) -> bool:
+        """Whether :meth:`notify` sends anything (PostgreSQL); SQLite's listeners watch the
+        file instead, and MySQL/MariaDB's poll."""
+        return self.is_postgres
+
     def notify(self, conn: sa.Connection, channel: str) -> None:
-        """Tell listeners (in the same transaction, so only on commit) that jobs were added."""
+        """Tell listeners of ``channel`` (in the same transaction, so only on commit) that jobs
+        were added, or finished. The driver's own statement, one per call: a finish batch sends
+        one, and SQLAlchemy's statement machinery would cost more CPU than the round trip."""
         if self.is_postgres:
-            conn.execute(sa.select(sa.func.pg_notify(channel, "")))
+            conn.exec_driver_sql("SELECT pg_notify(%(channel)s, '')", {"channel": channel})
 
     def listen(self, engine: sa.Engine, channel: str, on_notify: Callable[[], None], stop: threading.Event) -> None:
         """Call ``on_notify`` for every NOTIFY on ``channel`` until ``stop`` is set.

@@ -124,12 +124,18 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # schema 5
+    result: Any = None  # the task's return value, decoded from JSON (None: none was kept)
+    progress: float | None = None  # 0..1, as the task last reported it (current_job().set_progress)
+    progress_message: str | None = None
+    cancel_requested: bool = False  # app.cancel() / `jobs cancel` of the job while it ran
 
     @classmethod
     def from_row(cls, row: sa.Row[Any] | Mapping[str, Any]) -> Job:
         """A job from a row of the job table (every column, any order), by column name; the
         ``args`` column is decoded into ``args`` and ``kwargs`` (a row written by hand that
-        does not decode shows what is stored: ``args == [stored text]``)."""
+        does not decode shows what is stored: ``args == [stored text]``), the ``result``
+        column from JSON (text that is not JSON is shown as it is stored)."""
         m = _mapping(row)
         try:
             args, kwargs = decode_args(m["args"])
@@ -141,7 +147,9 @@ class Job:
             locked_by=m["locked_by"], locked_until=m["locked_until"], last_error=m["last_error"],
             schedule_name=m["schedule_name"], scheduled_for=m["scheduled_for"], occurrences=m["occurrences"],
             reason=m["reason"], unique_key=m["unique_key"], created_at=m["created_at"],
-            started_at=m["started_at"], finished_at=m["finished_at"],
+            started_at=m["started_at"], finished_at=m["finished_at"], result=decode_result(m["result"]),
+            progress=m["progress"], progress_message=m["progress_message"],
+            cancel_requested=bool(m["cancel_requested"]),
         )
 
 
@@ -203,6 +211,51 @@ def decode_args(text: str) -> tuple[list[Any], dict[str, Any]]:
     raise JobArgumentsError(f"stored arguments are not a JSON object with 'args' (a list) and 'kwargs' (an object): {shown!r}")
 
 
+# -- results and progress (schema 5) ----------------------------------------------------
+_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_result(value: Any) -> str:
+    """The ``result`` column of a job whose task returned ``value``: compact JSON (ASCII, so
+    that any database stores it as it is); ``TypeError``/``ValueError`` (or ``RecursionError``)
+    when ``value`` is not JSON-serializable (a datetime, a set, NaN, ...)."""
+    return _RESULT_ENCODER.encode(value)
+
+
+def decode_result(text: str | None) -> Any:
+    """A stored ``result`` decoded (None for NULL); text that is not JSON (written by hand) is
+    returned as it is stored."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
+PROGRESS_MESSAGE_CAP = 500  # characters of a progress message kept (jobs.progress_message)
+
+
+def progress_value(fraction: object, message: object) -> tuple[float, str | None]:
+    """``(fraction, message)`` as stored: a real number from 0 to 1 (``TypeError`` or
+    ``ValueError`` naming ``fraction`` otherwise), and a message of at most
+    :data:`PROGRESS_MESSAGE_CAP` characters with no NUL (longer ones are cut; ``TypeError`` for
+    anything but a string or None)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"set_progress(): fraction must be a number from 0 to 1, got {fraction!r}")
+    value = float(fraction)
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise ValueError(f"set_progress(): fraction must be a number from 0 to 1, got {fraction!r}")
+    if message is None:
+        return value, None
+    if not isinstance(message, str):
+        raise TypeError(f"set_progress(): message must be a string or None, got {type(message).__name__}")
+    text = message.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if len(text) > PROGRESS_MESSAGE_CAP:
+        text = text[: PROGRESS_MESSAGE_CAP - 1] + "\u2026"
+    return value, text
+
+
 # Stored text (last_error, reasons) is cut to this many bytes of UTF-8: a task may raise an
 # exception of any size, and no database may refuse to store its outcome.
 TEXT_CAP = 32 * 1024
@@ -260,6 +313,7 @@ class ScheduleRow(FromRow):
     error_since: datetime | None = None
     retry_from: datetime | None = None
     disabled_reason: str | None = None  # "not declared" or "enabled: false"
+    source: str = "declared"  # or "runtime" (app.add_schedule): a sync never disables it
     # due_schedules only (a column labelled "active"): a job of this schedule is queued or running
     active: bool = False
 

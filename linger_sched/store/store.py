@@ -13,8 +13,17 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..clock import sleep
-from ..errors import JobNotFoundError, JobStateError, LingerError, ScheduleNotFoundError, SchemaError, StoreError
+from ..clock import Clock, sleep
+from ..errors import (
+    JobNotFoundError,
+    JobStateError,
+    LingerError,
+    ScheduleNotFoundError,
+    ScheduleStateError,
+    SchemaError,
+    StoreError,
+    WaitTimeout,
+)
 from . import schema
 from .dialect import Dialect, UTCDateTime, create_engine, mask_url, same_database
 from .rows import (
@@ -54,6 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+DONE_NOTIFY_EVERY = 0.1  # seconds: a drain's finish batches send at most ten NOTIFYs a second
 
 
 class Store:
@@ -112,6 +123,12 @@ class Store:
         self.dialect = Dialect(self.engine)
         self.metadata, self.t = build_metadata(table_prefix, partial_indexes=self.dialect.partial_indexes)
         self.channel = f"{table_prefix}jobs"  # NOTIFY channel (PostgreSQL), quoted by the dialect
+        self.done_channel = f"{table_prefix}done"  # jobs finished (wakes wait_finished, not workers)
+        # finish batches notify done_channel at most every DONE_NOTIFY_EVERY seconds; one skipped
+        # is owed, and sent by the next batch or by send_owed_notify()
+        self._mono = Clock().monotonic
+        self._done_sent_at = -1e18
+        self._done_owed = False
         self._db_now: dict[float, sa.ColumnElement[Any]] = {}
         self._claim_cols = tuple(self.t.jobs.c[name] for name in CLAIMED_COLUMNS)
 
@@ -232,17 +249,17 @@ class Store:
             return isinstance(cause, sa.exc.StatementError)  # a parameter that failed to convert
         return not isinstance(cause, LingerError)  # the driver's own OverflowError, TypeError, ...
 
-    def listen(self, on_notify: Callable[[], None], stop: threading.Event) -> bool:
-        """Block, calling ``on_notify`` whenever jobs are enqueued by any process, until
-        ``stop``; returns False at once on databases without notifications (poll instead;
-        see :attr:`can_listen`).
+    def listen(self, on_notify: Callable[[], None], stop: threading.Event, *, channel: str | None = None) -> bool:
+        """Block, calling ``on_notify`` whenever jobs are enqueued by any process (``channel``:
+        :attr:`done_channel` for jobs that finished), until ``stop``; returns False at once on
+        databases without notifications (poll instead; see :attr:`can_listen`).
 
         Reads: notifications on :attr:`channel` (PostgreSQL LISTEN, on a connection of its
-        own), or the database file's change counter (SQLite ``PRAGMA data_version``).
-        Writes: nothing. Locks: nothing. Clock: none (it waits on ``stop``)."""
+        own), or the database file's change counter (SQLite ``PRAGMA data_version``: any
+        commit). Writes: nothing. Locks: nothing. Clock: none (it waits on ``stop``)."""
         if not self.dialect.can_notify:
             return False
-        self.dialect.listen(self.engine, self.channel, on_notify, stop)
+        self.dialect.listen(self.engine, channel or self.channel, on_notify, stop)
         return True
 
     # -- schema -------------------------------------------------------------------------
@@ -288,7 +305,9 @@ class Store:
 
         In separate transactions: the missing tables (:meth:`install_schema`); version 3's
         job table change (see :func:`.schema.migrate_jobs`: every row is kept); the missing
-        columns (and, on MySQL/MariaDB, text columns widened to LONGTEXT); version 4's
+        columns (and, on MySQL/MariaDB, text columns widened to LONGTEXT; version 5's
+        ``jobs.result``, ``progress``, ``progress_message``, ``cancel_requested`` and
+        ``schedules.source``, by ALTER TABLE ADD COLUMN with their defaults); version 4's
         rebuilt ``jobs_task_ix`` (PostgreSQL); the missing indexes; version 4's ``counts``
         filled from the finished rows (:meth:`recount`: stop the nodes first); the new
         version number.
@@ -542,6 +561,47 @@ class Store:
         stmt = stmt.values(locked_until=self._now(now, lease_ttl))
         return self._tx(lambda c: c.execute(stmt).rowcount)
 
+    def extend_and_check(
+        self, node: str, lease_ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None,
+    ) -> tuple[int, list[int]]:
+        """:meth:`extend`, and in the same transaction the ids of the extended jobs whose
+        cancellation was requested (:meth:`cancel_job` of a running job): the worker's
+        heartbeat, which is how a worker learns of a cancel. Returns (how many rows were
+        extended, those ids in order).
+
+        Reads: the running rows ``node`` holds; then, by primary key, the ``cancel_requested``
+        of those. Writes: their ``locked_until``. Locks: as :meth:`extend`.
+        Clock: ``now`` or the database clock."""
+        stmt = self._held_by(node, ids)
+        if stmt is None:
+            return 0, []
+        stmt = stmt.values(locked_until=self._now(now, lease_ttl))
+        j = self.t.jobs
+        asked = sa.select(j.c.id).where(state_is(j.c.state, "running"), j.c.locked_by == node,
+                                        j.c.cancel_requested == sa.true())
+        if ids is not None:
+            asked = asked.where(j.c.id.in_(list(ids)))
+
+        def run(conn: sa.Connection) -> tuple[int, list[int]]:
+            n = conn.execute(stmt).rowcount
+            return n, (sorted(int(r[0]) for r in conn.execute(asked)) if n else [])
+
+        return self._tx(run)
+
+    def set_progress(self, node: str, job_id: int, attempt: int, progress: float, message: str | None) -> bool:
+        """Store the progress of job ``job_id`` (a fraction from 0 to 1 and a message, as
+        :func:`~.rows.progress_value` makes them) while ``node`` runs its attempt ``attempt``;
+        returns whether it applied (False: the job was rescued, or finished, meanwhile). The
+        worker calls it at most about once a second per job.
+
+        Reads: nothing before writing. Writes: ``progress``, ``progress_message`` (no indexed
+        column). Locks: lease fencing: only while the row is ``running``, locked by ``node``, at
+        ``attempt``. Clock: none."""
+        j = self.t.jobs
+        stmt = sa.update(j).where(j.c.id == job_id, state_is(j.c.state, "running"), j.c.locked_by == node,
+                                  j.c.attempts == attempt).values(progress=progress, progress_message=message)
+        return bool(self._tx(lambda c: c.execute(stmt).rowcount))
+
     def _held_by(self, node: str, ids: Sequence[int] | None) -> sa.Update | None:
         """UPDATE of the running jobs ``node`` holds (only ``ids`` when given; None for no ids)."""
         j = self.t.jobs
@@ -559,25 +619,39 @@ class Store:
         *,
         attempts: Mapping[int, int] | None = None,
         queues: Mapping[int, str] | None = None,
+        results: Mapping[int, str] | None = None,
+        progress: Mapping[int, tuple[float, str | None]] | None = None,
+        cancelled: Sequence[tuple[int, str]] = (),
     ) -> tuple[list[int], list[int]]:
         """Record outcomes of jobs ``node`` still holds, in one transaction.
 
         ``succeeded``: ids that become ``succeeded``. ``failed``: ``(id, error, retry_in)``;
         with ``retry_in`` seconds the job goes back to ``queued`` at ``now + retry_in``,
         with None it becomes ``failed`` (terminal); ``error`` is stored through
-        :func:`clean_text`. A job no longer locked by ``node`` (rescued after its lease
+        :func:`clean_text`. ``cancelled``: ``(id, why)``: the job becomes ``cancelled`` (a
+        cancel of the running job took effect), ``why`` in ``last_error``. ``results`` (id ->
+        JSON text, :func:`~.rows.encode_result`): the ``result`` of a succeeded job;
+        ``progress`` (id -> (fraction, message)): the last progress the job reported, not yet
+        written (see :meth:`set_progress`). A job no longer locked by ``node`` (rescued after its lease
         expired), or, with ``attempts`` (id -> attempt), no longer at that attempt, is left
-        alone. Returns the ids that were not recorded for that reason: (succeeded, failed).
+        alone. Returns the ids that were not recorded for that reason: (succeeded, failed or
+        cancelled).
         ``queues`` (id -> queue, as claimed) spares reading the queues of the jobs that end,
         which the counts of finished jobs are kept by (see :meth:`count_by_queue_and_state`).
 
-        Reads: the rows by primary key (their queues, unless ``queues`` has them). Writes:
+        Reads: the rows by primary key (their queues, unless ``queues`` has them); with results
+        or progress to write and ``now`` None, the database clock. Writes:
         ``state``, ``finished_at`` or ``run_at``, ``last_error``, and clears
-        ``locked_by``/``locked_until``; a row of ``counts`` per queue and final state. Locks: lease fencing per
+        ``locked_by``/``locked_until`` (successes: one UPDATE per queue; those with a result or
+        progress: one executemany of per-row UPDATEs that set them too); ``result``,
+        ``progress``, ``progress_message`` where given; a row of ``counts`` per queue and final
+        state; then, when a job reached a final state, a notification on :attr:`done_channel`
+        (on commit; at most every :data:`DONE_NOTIFY_EVERY` seconds, see :meth:`_notify_done`). Locks: lease fencing per
         job: each UPDATE applies only while the row is ``running``, locked by ``node`` (and
         at the given attempt). Clock: ``now`` or the database clock."""
         j = self.t.jobs
         mine = (state_is(j.c.state, "running"), j.c.locked_by == node)
+        extra = set(results or ()) | set(progress or ())
 
         def same_attempt(job_id: int) -> tuple[sa.ColumnElement[bool], ...]:
             if attempts is None or job_id not in attempts:
@@ -588,7 +662,7 @@ class Store:
             lost_ok: list[int] = []
             lost_failed: list[int] = []
             finals = [job_id for job_id, _, retry_in in failed if retry_in is None]
-            queue_of = self._queues_of(conn, [*succeeded, *finals], queues)
+            queue_of = self._queues_of(conn, [*succeeded, *finals, *(i for i, _ in cancelled)], queues)
             counted: Counter[tuple[str, str]] = Counter()
             by_queue: dict[str, list[int]] = {}
             for i in succeeded:
@@ -596,35 +670,131 @@ class Store:
                     by_queue.setdefault(queue_of[i], []).append(i)
                 else:
                     lost_ok.append(i)  # no such row any more
+            stamp = now
+            if stamp is None and extra and not extra.isdisjoint(succeeded):  # per-row statements bind the time
+                stamp = conn.execute(sa.select(self.dialect.now())).scalar_one()
             for queue, ids in by_queue.items():  # one UPDATE per queue: its rowcount is the count
-                which: list[sa.ColumnElement[bool]] = [j.c.id.in_(ids)]  # the primary key finds the rows
-                pinned = [(i, attempts[i]) for i in ids if attempts is not None and i in attempts]
-                if pinned:
-                    which.append(sa.or_(j.c.id.not_in([i for i, _ in pinned]),
-                                        sa.tuple_(j.c.id, j.c.attempts).in_(pinned)))
-                n = conn.execute(
-                    sa.update(j)
-                    .where(*which, *mine)
-                    .values(state="succeeded", finished_at=self._now(now), locked_by=None, locked_until=None)
-                ).rowcount
+                plain = [i for i in ids if i not in extra] if extra else ids  # the common case: no result
+                n = 0
+                if plain:
+                    which: list[sa.ColumnElement[bool]] = [j.c.id.in_(plain)]  # the primary key finds the rows
+                    pinned = [(i, attempts[i]) for i in plain if attempts is not None and i in attempts]
+                    if pinned:
+                        which.append(sa.or_(j.c.id.not_in([i for i, _ in pinned]),
+                                            sa.tuple_(j.c.id, j.c.attempts).in_(pinned)))
+                    n += conn.execute(
+                        sa.update(j)
+                        .where(*which, *mine)
+                        .values(state="succeeded", finished_at=self._now(now), locked_by=None, locked_until=None)
+                    ).rowcount
+                each = [i for i in ids if i in extra] if extra else []
+                if each:
+                    n += self._succeed_each(conn, node, each, stamp, attempts or {}, results or {}, progress or {})
                 counted[queue, "succeeded"] += n
                 if n != len(ids):
                     held = {r[0] for r in conn.execute(sa.select(j.c.id).where(j.c.id.in_(ids), j.c.state == "succeeded"))}
                     lost_ok += [i for i in ids if i not in held]
             for job_id, error, retry_in in failed:
-                if retry_in is None:
-                    v: dict[str, Any] = {"state": "failed", "finished_at": self._now(now)}
+                v: dict[str, Any] = {"locked_by": None, "locked_until": None, "last_error": clean_text(error)}
+                if progress and job_id in progress:
+                    v["progress"], v["progress_message"] = progress[job_id]
+                row_is = (j.c.id == job_id, *mine, *same_attempt(job_id))
+                # a retry, unless a cancel was requested meanwhile: a cancelled job is not retried
+                if retry_in is not None and conn.execute(sa.update(j).where(*row_is, j.c.cancel_requested == sa.false()).values(
+                        state="queued", run_at=self._now(now, retry_in), **v)).rowcount == 1:
+                    continue
+                if conn.execute(sa.update(j).where(*row_is).values(state="failed", finished_at=self._now(now), **v)).rowcount != 1:
+                    lost_failed.append(job_id)
                 else:
-                    v = {"state": "queued", "run_at": self._now(now, retry_in)}
-                v.update(locked_by=None, locked_until=None, last_error=clean_text(error))
+                    queue = queue_of.get(job_id) or self._queues_of(conn, [job_id], None)[job_id]
+                    counted[queue, "failed"] += 1
+            for job_id, why in cancelled:
+                v = {"state": "cancelled", "finished_at": self._now(now), "locked_by": None, "locked_until": None,
+                     "last_error": clean_text(why)}
+                if progress and job_id in progress:
+                    v["progress"], v["progress_message"] = progress[job_id]
                 if conn.execute(sa.update(j).where(j.c.id == job_id, *mine, *same_attempt(job_id)).values(v)).rowcount != 1:
                     lost_failed.append(job_id)
-                elif retry_in is None:
-                    counted[queue_of[job_id], "failed"] += 1
+                else:
+                    counted[queue_of[job_id], "cancelled"] += 1
             self._count(conn, counted)
+            if any(n > 0 for n in counted.values()):
+                self._notify_done(conn)
             return lost_ok, lost_failed
 
         return self._tx(run)
+
+    def _notify_done(self, conn: sa.Connection) -> None:
+        """In a finish transaction: wake :meth:`wait_finished` callers (NOTIFY on
+        :attr:`done_channel`), unless this store sent one within :data:`DONE_NOTIFY_EVERY`
+        seconds; then it is owed (see :meth:`send_owed_notify`). A NOTIFY takes a lock at
+        commit that every notifying transaction shares: a fast drain must not send one per
+        batch."""
+        if not self.dialect.sends_notify:
+            return
+        mono = self._mono()
+        if mono - self._done_sent_at >= DONE_NOTIFY_EVERY:
+            self.dialect.notify(conn, self.done_channel)
+            self._done_sent_at, self._done_owed = mono, False
+        else:
+            self._done_owed = True
+
+    @property
+    def owes_notify(self) -> bool:
+        """Whether a finish batch held back its notification of finished jobs (see
+        :meth:`send_owed_notify`).
+
+        Reads: nothing (this object's state). Writes: nothing. Locks: nothing. Clock: none."""
+        return self._done_owed
+
+    def send_owed_notify(self) -> bool:
+        """Send the notification of finished jobs that a finish batch held back (see
+        :meth:`finish`), once :data:`DONE_NOTIFY_EVERY` has passed since the last one; the
+        worker calls it on every turn of its loop. Returns whether it sent one.
+
+        Reads: nothing. Writes: a NOTIFY on :attr:`done_channel` (PostgreSQL), in a transaction
+        of its own. Locks: nothing. Clock: this process's monotonic time (the interval)."""
+        if not self._done_owed or self._mono() - self._done_sent_at < DONE_NOTIFY_EVERY:
+            return False
+        self._done_owed = False
+        self._done_sent_at = self._mono()
+        self._tx(lambda c: self.dialect.notify(c, self.done_channel))
+        return True
+
+    def _succeed_each(
+        self, conn: sa.Connection, node: str, ids: Sequence[int], stamp: datetime | None, attempts: Mapping[int, int],
+        results: Mapping[int, str], progress: Mapping[int, tuple[float, str | None]],
+    ) -> int:
+        """Mark ``ids`` (running, held by ``node``) succeeded at ``stamp``, each with its
+        result and/or last progress, in the caller's transaction: one executemany per shape of
+        row (which of attempt, result, progress it binds), every value a named parameter.
+        Returns how many rows it matched."""
+        j = self.t.jobs
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for i in ids:
+            row: dict[str, Any] = {"b_id": i, "b_node": node, "b_now": stamp}
+            if i in attempts:
+                row["b_attempt"] = attempts[i]
+            if i in results:
+                row["b_result"] = results[i]
+            if i in progress:
+                row["b_progress"], row["b_message"] = progress[i]
+            shapes.setdefault(tuple(row), []).append(row)
+        n = 0
+        for keys, rows in shapes.items():
+            where = [j.c.id == sa.bindparam("b_id"), state_is(j.c.state, "running"), j.c.locked_by == sa.bindparam("b_node")]
+            if "b_attempt" in keys:
+                where.append(j.c.attempts == sa.bindparam("b_attempt"))
+            # constants as SQL literals: a per-row statement's every parameter is named in its rows
+            values: dict[str, Any] = {"state": sa.literal_column("'succeeded'", sa.String()), "locked_by": sa.null(),
+                                      "locked_until": sa.null(), "finished_at": sa.bindparam("b_now", type_=UTCDateTime())}
+            if "b_result" in keys:
+                values["result"] = sa.bindparam("b_result", type_=sa.Text())
+            if "b_progress" in keys:
+                values["progress"] = sa.bindparam("b_progress", type_=sa.Float())
+                values["progress_message"] = sa.bindparam("b_message", type_=sa.String())
+            n += self.dialect.executemany(conn, sa.update(j).where(*where).values(values), rows)
+        return n
 
     def _queues_of(self, conn: sa.Connection, ids: Sequence[int], known: Mapping[int, str] | None) -> dict[int, str]:
         """The queue of each job of ``ids`` that exists: from ``known`` where it has it, else
@@ -647,9 +817,11 @@ class Store:
 
     def hand_back(self, node: str, ids: Sequence[int] | None = None, now: datetime | None = None) -> int:
         """Shutdown: put jobs ``node`` holds (all, or ``ids``) back to ``queued`` at once.
-        The interrupted attempt is not counted (``attempts - 1``). Returns how many.
+        The interrupted attempt is not counted (``attempts - 1``). A job whose cancellation was
+        requested becomes ``cancelled`` instead. Returns how many.
 
-        Reads: the running rows ``node`` holds. Writes: ``state``, ``run_at``, ``attempts``,
+        Reads: the running rows ``node`` holds with a cancel request (their queues). Writes:
+        ``state``, ``run_at`` (``finished_at`` and ``counts`` for the cancelled), ``attempts``,
         ``last_error``, and clears ``locked_by``/``locked_until``; then a notification to
         listeners (on commit). Locks: lease fencing: only rows still ``running`` and locked
         by ``node``. Clock: ``now`` or the database clock (``run_at``)."""
@@ -657,6 +829,10 @@ class Store:
         held = self._held_by(node, ids)
         if held is None:
             return 0
+        asked = sa.select(j.c.id, j.c.queue).where(state_is(j.c.state, "running"), j.c.locked_by == node,
+                                                   j.c.cancel_requested == sa.true())
+        if ids is not None:
+            asked = asked.where(j.c.id.in_(list(ids)))
         stmt = held.values(
             state="queued",
             locked_by=None,
@@ -667,51 +843,79 @@ class Store:
         )
 
         def run(conn: sa.Connection) -> int:
+            stopped = self._cancel_held(conn, node, list(conn.execute(asked)), now,
+                                        f"cancelled: node {node} shut down after the cancel was requested")
             n = conn.execute(stmt).rowcount
             if n:
                 self.dialect.notify(conn, self.channel)
-            return n
+            return n + stopped
 
         return self._tx(run)
 
+    def _cancel_held(self, conn: sa.Connection, node: str, rows: Sequence[Any], now: datetime | None, why: str) -> int:
+        """In the caller's transaction: the running jobs ``rows`` ((id, queue) pairs) that
+        ``node`` holds become ``cancelled``, counted; returns how many."""
+        if not rows:
+            return 0
+        j = self.t.jobs
+        by_queue: dict[str, list[int]] = {}
+        for job_id, queue in rows:
+            by_queue.setdefault(queue, []).append(job_id)
+        counted: Counter[tuple[str, str]] = Counter()
+        for queue, job_ids in by_queue.items():
+            counted[queue, "cancelled"] += conn.execute(
+                sa.update(j).where(j.c.id.in_(job_ids), state_is(j.c.state, "running"), j.c.locked_by == node).values(
+                    state="cancelled", finished_at=self._now(now), locked_by=None, locked_until=None,
+                    last_error=clean_text(why))).rowcount
+        self._count(conn, counted)
+        if any(counted.values()):
+            self.dialect.notify(conn, self.done_channel)
+        return sum(counted.values())
+
     def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[int, str | None, str]]:
         """Jobs ``running`` whose lease expired (their node died): back to ``queued`` at once,
-        or ``failed`` when that was the last attempt. The lost attempt counts.
-        Returns ``(id, dead node, new state)`` for each rescued job.
+        or ``failed`` when that was the last attempt, or ``cancelled`` when a cancel was
+        requested. The lost attempt counts. Returns ``(id, dead node, new state)`` for each
+        rescued job.
 
         Reads: up to ``limit`` running rows with ``locked_until < now`` (``jobs_running_ix``).
         Writes: their ``state``, ``run_at`` or ``finished_at``, ``last_error``, and clears
-        ``locked_by``/``locked_until``; ``counts`` for the failed ones; then a notification to
-        listeners (on commit). Locks: the expired rows, FOR UPDATE SKIP LOCKED (SQLite: the write lock), and each
+        ``locked_by``/``locked_until``; ``counts`` for the failed and cancelled ones; then a
+        notification to listeners (on commit; and on :attr:`done_channel` for those). Locks: the expired rows, FOR UPDATE SKIP LOCKED (SQLite: the write lock), and each
         UPDATE applies only while the lease is still expired (compare-and-set: a late
         heartbeat or finish wins). Clock: ``now`` or the database clock."""
         j = self.t.jobs
         expired = (state_is(j.c.state, "running"), j.c.locked_until < self._now(now))  # jobs_running_ix
 
         def run(conn: sa.Connection) -> list[tuple[int, str | None, str]]:
-            pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts, j.c.queue).where(*expired).limit(limit)
+            pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts, j.c.queue,
+                             j.c.cancel_requested).where(*expired).limit(limit)
             rows = list(conn.execute(self.dialect.skip_locked(pick)))
             out = []
             counted: Counter[tuple[str, str]] = Counter()
-            for job_id, holder, attempts, max_attempts, queue in rows:
+            for job_id, holder, attempts, max_attempts, queue, asked in rows:
                 last = attempts >= max_attempts
-                state = "failed" if last else "queued"
+                state = "cancelled" if asked else "failed" if last else "queued"
+                lost = f"lease expired: node {holder} stopped heartbeating during attempt {attempts}"
                 v: dict[str, Any] = {
                     "state": state,
                     "locked_by": None,
                     "locked_until": None,
-                    "last_error": clean_text(f"lease expired: node {holder} stopped heartbeating during attempt {attempts}"),
+                    "last_error": clean_text(f"cancelled (requested while it ran); {lost}" if asked else lost),
                 }
-                if last:
+                if state != "queued":
                     v["finished_at"] = self._now(now)
                 else:
                     v["run_at"] = self._now(now)
                 if conn.execute(sa.update(j).where(j.c.id == job_id, *expired).values(v)).rowcount:
                     out.append((job_id, holder, state))
-                    counted[queue, "failed"] += last
+                    if state != "queued":
+                        counted[queue, state] += 1
             self._count(conn, counted)
             if out:
                 self.dialect.notify(conn, self.channel)
+            if counted:
+                self.dialect.notify(conn, self.done_channel)
             return out
 
         return self._tx(run)
@@ -729,6 +933,48 @@ class Store:
             raise JobNotFoundError(job_id)
         return Job.from_row(row)
 
+    def wait_finished(self, job_id: int, timeout: float | None = None) -> Job:
+        """The job ``job_id`` once it has finished (``succeeded``, ``failed``, ``cancelled`` or
+        ``skipped``), waiting up to ``timeout`` seconds (None: as long as it takes);
+        :class:`JobNotFoundError` for an unknown id, :class:`~linger_sched.errors.WaitTimeout`
+        (naming the job and the state it is in) when it has not finished by then.
+
+        Wakes when the database says that jobs finished: PostgreSQL LISTEN on
+        :attr:`done_channel` (a connection of its own while it waits; :meth:`finish` notifies
+        once per batch), SQLite's change counter (any commit); it polls too, backing off from
+        50 ms to 1 s (5 s where notifications wake it, so that a lost one only delays it).
+        Several transactions (one read each), none held across the wait.
+
+        Reads: the row by primary key, at each wake-up. Writes: nothing. Locks: nothing.
+        Clock: real (monotonic) time for the timeout: neither the database's clock nor an
+        app's fake one."""
+        job = self.get_job(job_id)
+        if job.state in FINISHED_STATES:
+            return job
+        real = Clock()
+        deadline = None if timeout is None else real.monotonic() + timeout
+        woken, stop = threading.Event(), threading.Event()
+        cap = 1.0
+        if self.dialect.can_notify and (timeout is None or timeout > 0):
+            cap = 5.0
+            threading.Thread(target=self.listen, args=(woken.set, stop), kwargs={"channel": self.done_channel},
+                             name="linger-wait", daemon=True).start()
+        delay = 0.05
+        try:
+            while True:
+                left = None if deadline is None else deadline - real.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(job_id, job.state, timeout or 0.0)
+                if woken.wait(delay if left is None else min(delay, left)):
+                    woken.clear()
+                else:
+                    delay = min(delay * 2, cap)
+                job = self.get_job(job_id)
+                if job.state in FINISHED_STATES:
+                    return job
+        finally:
+            stop.set()
+
     def list_jobs(
         self,
         state: str | None = None,
@@ -738,19 +984,25 @@ class Store:
         schedule_name: str | None = None,
         queue: str | None = None,
         newest_first: bool = True,
+        before_id: int | None = None,
+        after_id: int | None = None,
     ) -> list[Job]:
         """Up to ``limit`` jobs (all with 0) matching every filter given, newest first (by id;
         oldest first with ``newest_first=False``). An unknown ``state`` matches nothing.
+        ``before_id`` / ``after_id``: only ids below / above it (keyset pagination: the next
+        page of a newest-first listing is ``before_id=`` its last id; the previous one
+        ``after_id=`` its first id with ``newest_first=False``).
 
         Reads: an index in id order for each shape: by state (``jobs_done_ix`` for a finished
         state; the running ones are few), by schedule (``jobs_schedule_ix``), by task or
         queue (``jobs_task_ix`` / ``jobs_queue_ix``; where those are partial, the rows they
-        hold through them and the other active ones apart, newest of the arms);
+        hold through them and the other active ones apart, newest of the arms), from the
+        keyset bound on (every key ends with ``id``);
         then the rows. Writes: nothing. Locks: nothing. Clock: none."""
         j = self.t.jobs
         if state is not None and state not in JOB_STATES:
             return []
-        filters: list[sa.ColumnElement[bool]] = []
+        filters: list[sa.ColumnElement[bool]] = self._id_range(before_id, after_id)
         if task:
             filters.append(j.c.task == task)
         if schedule_name:
@@ -800,6 +1052,142 @@ class Store:
             if ix.name == self.prefix + index:
                 return self.dialect.index_is_partial(ix)
         return False
+
+    def _id_range(self, before_id: int | None, after_id: int | None) -> list[sa.ColumnElement[bool]]:
+        """The keyset conditions ``id < before_id`` and ``id > after_id`` (those given), with
+        the bounds clamped to the 64-bit range of ids (a larger number binds on no driver)."""
+        j = self.t.jobs
+        out: list[sa.ColumnElement[bool]] = []
+        if before_id is not None:
+            out.append(j.c.id < min(int(before_id), 2**63 - 1))
+        if after_id is not None:
+            out.append(j.c.id > max(int(after_id), -(2**63)))
+        return out
+
+    # -- jobs: the dashboard's reads (linger_sched.web) -----------------------------------
+    def count_jobs(
+        self, state: str | None = None, *, task: str | None = None, schedule_name: str | None = None,
+        queue: str | None = None, before_id: int | None = None, after_id: int | None = None,
+    ) -> int:
+        """How many jobs match every filter given (those of :meth:`list_jobs`; an unknown
+        ``state`` matches nothing): the count a bulk retry or cancel confirms.
+
+        Reads: the index :meth:`list_jobs` reads for the same filters (``jobs_done_ix`` for a
+        finished state, the claim or lock index for an active one, ``jobs_schedule_ix``,
+        ``jobs_task_ix``, ``jobs_queue_ix``), each matching entry once: its cost grows with
+        the number of jobs it counts. Writes: nothing. Locks: nothing. Clock: none."""
+        j = self.t.jobs
+        if state is not None and state not in JOB_STATES:
+            return 0
+        where = self._id_range(before_id, after_id)
+        if task:
+            where.append(j.c.task == task)
+        if schedule_name:
+            where.append(j.c.schedule_name == schedule_name)
+        if queue:
+            where.append(j.c.queue == queue)
+        if state is not None:
+            where.append(self._finished(state) if state in FINISHED_STATES else state_is(j.c.state, state))
+        stmt = sa.select(sa.func.count()).select_from(j).where(*where)
+        return int(self._tx(lambda c: c.execute(stmt).scalar_one()))
+
+    def first_job_id_since(self, instant: datetime) -> int | None:
+        """The id of the first job created at or after ``instant`` (aware), or None when no job
+        is that recent: a search of the primary key, which holds the jobs in the order they
+        were inserted. It turns a time range into an id range, which every job index (each
+        ends with ``id``) serves. A row whose ``created_at`` is out of id order (a node whose
+        clock is off) can move the answer by its own place only.
+
+        Reads: the first and the last row by primary key, then rows by primary key (each the
+        first at or after an id, for its ``created_at``): a handful when jobs were created at
+        a steady rate (the next id is guessed from the times), about log2(largest id) at
+        worst (every other guess halves the range), in one transaction. Writes: nothing.
+        Locks: nothing. Clock: none (``instant`` as given)."""
+        j = self.t.jobs
+        at = instant.astimezone(timezone.utc)
+
+        def run(conn: sa.Connection) -> int | None:
+            last = conn.execute(sa.select(j.c.id, j.c.created_at).order_by(j.c.id.desc()).limit(1)).first()
+            if last is None or self._as_time(last[1]) < at:
+                return None
+            first = conn.execute(sa.select(j.c.id, j.c.created_at).order_by(j.c.id).limit(1)).one()
+            if self._as_time(first[1]) >= at:
+                return int(first[0])
+            best, best_at = int(last[0]), self._as_time(last[1])  # the least qualifying id found
+            lo, lo_at = int(first[0]) + 1, self._as_time(first[1])  # ids still to search: [lo, hi]
+            hi, guess = best - 1, True
+            while lo <= hi:
+                span = (best_at - lo_at).total_seconds()
+                if guess and span > 0:  # where the times say it is
+                    mid = lo + int((at - lo_at).total_seconds() / span * (best - lo))
+                    mid = min(max(mid, lo), hi)
+                else:
+                    mid = (lo + hi) // 2
+                guess = not guess
+                row = conn.execute(sa.select(j.c.id, j.c.created_at).where(j.c.id >= mid, j.c.id <= hi)
+                                   .order_by(j.c.id).limit(1)).first()
+                if row is None:  # no id in [mid, hi]
+                    hi = mid - 1
+                elif self._as_time(row[1]) >= at:
+                    best, best_at, hi = int(row[0]), self._as_time(row[1]), mid - 1  # the least id >= mid
+                else:
+                    lo, lo_at = int(row[0]) + 1, self._as_time(row[1])
+            return best
+
+        return self._tx(run)
+
+    def finished_histogram(
+        self, bounds: Sequence[datetime], *, min_id: int, by_queue: bool = True,
+    ) -> dict[tuple[str, str], list[int]]:
+        """The jobs that finished ``succeeded`` or ``failed`` in each interval ``[bounds[i],
+        bounds[i + 1])`` (``bounds`` ascending, aware): ``{(queue, state): [count per
+        interval]}`` (with ``by_queue=False``, summed over the queues: ``("", state)``). Only
+        jobs with ``id >= min_id`` are read: the dashboard's throughput chart passes
+        :meth:`first_job_id_since` of a little before its window, so it reads the recent jobs,
+        never the whole history (a job created long before it finished, a long delay, is then
+        not counted).
+
+        Reads: ``jobs_done_ix`` from ``min_id`` on, for the two states, then those rows'
+        ``queue`` and ``finished_at`` (each placed by a balanced tree of comparisons).
+        Writes: nothing. Locks: nothing. Clock: none (the bounds as given)."""
+        if len(bounds) < 2:
+            return {}
+        j = self.t.jobs
+        edges = [self._now(b) for b in bounds]
+
+        def interval(lo: int, hi: int) -> sa.ColumnElement[int]:
+            """The interval of finished_at among lo..hi-1: log2(intervals) comparisons a row."""
+            if hi - lo == 1:
+                return sa.literal_column(str(lo), sa.Integer())
+            mid = (lo + hi) // 2
+            return sa.case((j.c.finished_at < edges[mid], interval(lo, mid)), else_=interval(mid, hi))
+
+        bucket = interval(0, len(bounds) - 1).label("bucket")
+        queue = j.c.queue if by_queue else sa.literal_column("''", sa.String()).label("queue")
+        stmt = (
+            sa.select(queue, j.c.state, bucket, sa.func.count())
+            .where(self._finished("succeeded", "failed"), j.c.id >= min_id,
+                   j.c.finished_at >= edges[0], j.c.finished_at < edges[-1])
+            # one interval: the bucket is the constant 0, which GROUP BY would read as a position
+            .group_by(*([j.c.queue] if by_queue else []), j.c.state, *([bucket] if len(bounds) > 2 else []))
+        )
+        out: dict[tuple[str, str], list[int]] = {}
+        for q, state, i, n in self._tx(lambda c: list(c.execute(stmt))):
+            out.setdefault((q, state), [0] * (len(bounds) - 1))[int(i)] += int(n)
+        return out
+
+    def created_by_queue(self, min_id: int) -> dict[str, int]:
+        """``{queue: jobs with id >= min_id}``: with :meth:`first_job_id_since` of an instant,
+        the jobs enqueued (or materialized) since then, by queue (the dashboard's rate in).
+
+        Reads: the primary key from ``min_id`` on, and those rows' ``queue``. Writes: nothing.
+        Locks: nothing. Clock: none."""
+        j = self.t.jobs
+        # OFFSET 0: a subquery of its own, read by primary key; SQLite would rather group the
+        # whole of jobs_queue_ix, which holds every row, than sort the few recent ones
+        recent = sa.select(j.c.queue).where(j.c.id >= min_id).offset(0).subquery("recent")
+        stmt = sa.select(recent.c.queue, sa.func.count()).group_by(recent.c.queue)
+        return {q: int(n) for q, n in self._tx(lambda c: list(c.execute(stmt)))}
 
     def count_by_state(self) -> dict[str, int]:
         """``{state: number of jobs}`` for the states that have jobs.
@@ -903,7 +1291,8 @@ class Store:
         now (the message names the key and that job); the row is then left unchanged.
 
         Reads: the row; with a key, the job holding it. Writes: ``counts``; ``state``, ``attempts``,
-        ``run_at``, clears ``finished_at``/``locked_by``/``locked_until``. Locks:
+        ``run_at``, clears ``finished_at``/``locked_by``/``locked_until`` and the last attempt's
+        ``result``, ``progress``, ``progress_message``, ``cancel_requested``. Locks:
         compare-and-set on the state read, and the unique key of the active jobs (a job that
         takes the key meanwhile makes the update fail, and the row stays as it was).
         Clock: ``now`` or the database clock (``run_at``)."""
@@ -938,7 +1327,8 @@ class Store:
             try:
                 n = conn.execute(
                     sa.update(j).where(j.c.id == job_id, j.c.state == state).values(
-                        state="queued", attempts=0, run_at=self._now(now), finished_at=None, locked_by=None, locked_until=None
+                        state="queued", attempts=0, run_at=self._now(now), finished_at=None, locked_by=None, locked_until=None,
+                        result=None, progress=None, progress_message=None, cancel_requested=False
                     )
                 ).rowcount
                 self._count(conn, {(queue, state): -n})
@@ -955,27 +1345,39 @@ class Store:
         return self.get_job(job_id)
 
     def cancel_job(self, job_id: int, now: datetime | None = None) -> Job:
-        """A ``queued`` job becomes ``cancelled``. A running job cannot be cancelled
-        (:class:`JobStateError`); :class:`JobNotFoundError` for an unknown id.
+        """A ``queued`` job becomes ``cancelled`` at once. A ``running`` job gets
+        ``cancel_requested`` (its worker learns it at its next lease extension, see
+        :meth:`extend_and_check`, and ends it ``cancelled`` if the task stops; asking twice is
+        harmless); the job comes back still ``running``. :class:`JobStateError` for a finished
+        job, :class:`JobNotFoundError` for an unknown id.
 
-        Reads: the row. Writes: ``state``, ``finished_at``; ``counts``. Locks: compare-and-set on
-        ``state = 'queued'`` (a job claimed meanwhile is not cancelled). Clock: ``now`` or
-        the database clock (``finished_at``)."""
+        Reads: the row. Writes: ``state``, ``finished_at``, ``counts`` and a notification on
+        :attr:`done_channel` (queued), or ``cancel_requested`` (running). Locks: compare-and-set
+        on ``state = 'queued'`` (a job claimed meanwhile is not cancelled but asked), then on
+        ``state = 'running'``. Clock: ``now`` or the database clock (``finished_at``)."""
         if self._impossible_id(job_id):
             raise JobNotFoundError(job_id)
         j = self.t.jobs
 
         def run(conn: sa.Connection) -> None:
-            n = conn.execute(
-                sa.update(j).where(j.c.id == job_id, state_is(j.c.state, "queued")).values(
-                    state="cancelled", finished_at=self._now(now))
-            ).rowcount
-            if n == 0:
+            for _ in range(3):  # a job may move between queued and running meanwhile
+                n = conn.execute(
+                    sa.update(j).where(j.c.id == job_id, state_is(j.c.state, "queued")).values(
+                        state="cancelled", finished_at=self._now(now))
+                ).rowcount
+                if n:
+                    self._count(conn, {(conn.execute(sa.select(j.c.queue).where(j.c.id == job_id)).scalar_one(), "cancelled"): 1})
+                    self.dialect.notify(conn, self.done_channel)
+                    return
+                if conn.execute(sa.update(j).where(j.c.id == job_id, state_is(j.c.state, "running")).values(
+                        cancel_requested=True)).rowcount:
+                    return
                 row = conn.execute(sa.select(j.c.state).where(j.c.id == job_id)).first()
                 if row is None:
                     raise JobNotFoundError(job_id)
-                raise JobStateError(f"job {job_id} is {row[0]}; only queued jobs can be cancelled")
-            self._count(conn, {(conn.execute(sa.select(j.c.queue).where(j.c.id == job_id)).scalar_one(), "cancelled"): 1})
+                if row[0] not in ACTIVE_STATES:
+                    raise JobStateError(f"job {job_id} is {row[0]}; only queued or running jobs can be cancelled")
+            raise JobStateError(f"job {job_id} kept changing state while it was being cancelled; try again")
 
         self._tx(run)
         return self.get_job(job_id)
@@ -1032,6 +1434,35 @@ class Store:
             stmt = stmt.where(s.c.name.in_(list(names)))
         return ScheduleRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
 
+    def list_schedules(self, after: str | None = None, limit: int = 50) -> list[ScheduleRow]:
+        """Up to ``limit`` schedules in name order, from the first name after ``after``
+        (keyset pagination: the next page is ``after=`` the last name shown).
+
+        Reads: the primary key (name) from ``after`` on, and those rows. Writes: nothing.
+        Locks: nothing. Clock: none."""
+        s = self.t.schedules
+        stmt = sa.select(s).order_by(s.c.name).limit(max(1, int(limit)))
+        if after is not None:
+            stmt = stmt.where(s.c.name > after)
+        return ScheduleRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
+
+    def schedule_counts(self) -> dict[str, int]:
+        """How many schedules there are (``total``) and how many are ``disabled``, ``paused``
+        (and enabled), ``error`` (enabled, unpaused, in error) and ``active`` (the rest).
+
+        Reads: every schedule row's ``enabled``, ``paused`` and ``error``, grouped (one row
+        per schedule: a scan of the schedule table). Writes: nothing. Locks: nothing.
+        Clock: none."""
+        s = self.t.schedules
+        failing = sa.case((s.c.error.is_(None), 0), else_=1).label("failing")
+        stmt = sa.select(s.c.enabled, s.c.paused, failing, sa.func.count()).group_by(s.c.enabled, s.c.paused, failing)
+        out = dict.fromkeys(("total", "active", "paused", "disabled", "error"), 0)
+        for enabled, paused, error, n in self._tx(lambda c: list(c.execute(stmt))):
+            kind = "disabled" if not enabled else "paused" if paused else "error" if error else "active"
+            out[kind] += int(n)
+            out["total"] += int(n)
+        return out
+
     def schedule_errors(self) -> list[ScheduleRow]:
         """The schedules in error (see :meth:`mark_schedule_error`), by name.
 
@@ -1049,6 +1480,92 @@ class Store:
         if not rows:
             raise ScheduleNotFoundError(name)
         return rows[0]
+
+    def insert_schedule(self, row: Mapping[str, Any], now: datetime | None = None) -> None:
+        """Insert a new schedule (``row``: its columns, ``name`` included; a runtime one has
+        ``source = 'runtime'``). :class:`ScheduleStateError` when a schedule of that name exists,
+        whatever its source; nothing is written then.
+
+        Reads: the name's row, locked (FOR UPDATE). Writes: one schedule row (``updated_at``).
+        Locks: the row lock, and the primary key (an insert that loses a race fails as the
+        name existing). Clock: ``now`` or the database clock (``updated_at``)."""
+        s = self.t.schedules
+        name = row["name"]
+
+        def run(conn: sa.Connection) -> None:
+            got = conn.execute(sa.select(s.c.source).where(s.c.name == name).with_for_update()).first()
+            if got is not None:
+                raise self._exists(name, got[0])
+            conn.execute(sa.insert(s).values(**row, updated_at=self._now(now)))
+
+        try:
+            self._tx(run)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sa.exc.IntegrityError):  # inserted meanwhile by another process
+                raise self._exists(name, None) from None
+            raise
+
+    @staticmethod
+    def _exists(name: str, source: str | None) -> ScheduleStateError:
+        how = {"runtime": " (created at runtime)", "declared": " (declared in code or schedules.yaml)"}.get(source or "", "")
+        return ScheduleStateError(f"schedule {name!r} exists already{how}: change it with update_schedule(), "
+                                  "or remove it first")
+
+    def update_runtime_schedule(
+        self, name: str, values: Mapping[str, Any], *, expected: datetime | None, plan: Plan | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Change runtime schedule ``name``'s columns to ``values`` if its ``next_run_at``
+        still equals ``expected`` (compare-and-set), with ``plan``'s occurrences (the due fire
+        times of its previous definition) in the same transaction. Returns False when the
+        compare-and-set failed (nothing written: read it again and retry).
+        :class:`ScheduleNotFoundError` when there is none; :class:`ScheduleStateError` for a
+        declared schedule (code and schedules.yaml own those).
+
+        Reads: the row (``next_run_at``, ``source``), locked. Writes: ``values``,
+        ``updated_at``; the plan's occurrence jobs. Locks: a row lock (FOR UPDATE) and
+        compare-and-set on ``next_run_at``; the occurrence key (insert-if-absent).
+        Clock: ``now`` or the database clock (``updated_at``, ``created_at``)."""
+        s = self.t.schedules
+
+        def run(conn: sa.Connection) -> bool:
+            got = conn.execute(sa.select(s.c.next_run_at, s.c.source).where(s.c.name == name).with_for_update()).first()
+            if got is None:
+                raise ScheduleNotFoundError(name)
+            if got[1] != "runtime":
+                raise self._declared(name, "changed")
+            if got[0] != expected:
+                return False
+            conn.execute(sa.update(s).where(s.c.name == name).values(**values, updated_at=self._now(now)))
+            if plan is not None and plan.occurrences:
+                self._insert_occurrences(conn, occurrence_rows([plan], now), now)
+            return True
+
+        return self._tx(run)
+
+    @staticmethod
+    def _declared(name: str, what: str) -> ScheduleStateError:
+        return ScheduleStateError(f"schedule {name!r} is declared in code or schedules.yaml and cannot be {what} at "
+                                  "runtime: change it there (each node's start-up sync writes it again)")
+
+    def delete_runtime_schedule(self, name: str) -> None:
+        """Delete runtime schedule ``name``: it fires no more. Its jobs stay (history, and any
+        occurrence already queued). :class:`ScheduleNotFoundError` when there is none;
+        :class:`ScheduleStateError` for a declared schedule.
+
+        Reads: the row's ``source``, locked. Writes: deletes the schedule row. Locks: a row
+        lock (FOR UPDATE; a tick's compare-and-set on it then finds nothing). Clock: none."""
+        s = self.t.schedules
+
+        def run(conn: sa.Connection) -> None:
+            got = conn.execute(sa.select(s.c.source).where(s.c.name == name).with_for_update()).first()
+            if got is None:
+                raise ScheduleNotFoundError(name)
+            if got[0] != "runtime":
+                raise self._declared(name, "removed")
+            conn.execute(sa.delete(s).where(s.c.name == name))
+
+        self._tx(run)
 
     def save_schedules(
         self,
@@ -1069,6 +1586,9 @@ class Store:
         ``plan.expected`` (compare-and-set, as in :meth:`materialize`), together with the
         plan's occurrences. Returns the names whose compare-and-set failed: nothing was
         written for them; read them again and retry.
+
+        A schedule created at runtime (``source = 'runtime'``) is never disabled; an insert or
+        update may set ``source``.
 
         Reads: the rows updated with a plan, and those disabled. Writes: schedule rows
         (``updated_at`` on each), the plans' occurrence jobs. Locks: insert-if-absent on
@@ -1099,20 +1619,23 @@ class Store:
         return self._tx(run)
 
     def _disable(self, conn: sa.Connection, names: Sequence[str], reason: str, now: datetime | None) -> list[str]:
+        # a runtime schedule (app.add_schedule) is never disabled for not being declared
         s = self.t.schedules
+        declared = s.c.source != "runtime"
         enabled = [r[0] for r in conn.execute(
-            sa.select(s.c.name).where(s.c.name.in_(list(names)), s.c.enabled == sa.true()).with_for_update()
+            sa.select(s.c.name).where(s.c.name.in_(list(names)), s.c.enabled == sa.true(), declared).with_for_update()
         )]
         if enabled:
             conn.execute(
-                sa.update(s).where(s.c.name.in_(enabled), s.c.enabled == sa.true()).values(
+                sa.update(s).where(s.c.name.in_(enabled), s.c.enabled == sa.true(), declared).values(
                     enabled=False, disabled_reason=reason, updated_at=self._now(now)
                 )
             )
         return enabled
 
     def disable_schedules(self, names: Sequence[str], reason: str = "not declared", now: datetime | None = None) -> list[str]:
-        """Disable the enabled schedules among ``names`` (history kept); returns those it disabled.
+        """Disable the enabled declared schedules among ``names`` (history kept; a runtime
+        schedule is left alone); returns those it disabled.
 
         Reads: those of ``names`` that are enabled. Writes: their ``enabled``,
         ``disabled_reason``, ``updated_at``. Locks: row locks (FOR UPDATE) on them.

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from ..errors import ConfigError
 from .dialect import LONG_TEXT, ROW_ID, TextDefault, UTCDateTime, index_include, partial_index
+from .rows import PROGRESS_MESSAGE_CAP
 
 __all__ = [
     "ACTIVE_STATES", "FINISHED_STATES", "JOB_STATES", "LEGACY_JOB_CONSTRAINTS", "LEGACY_JOB_INDEXES", "LONG_TEXT", "PARTIAL_JOB_INDEX_STATES",
@@ -25,7 +26,9 @@ __all__ = [
 # 3: partial, sparse job indexes (PostgreSQL, SQLite); no active_key column there
 # 4: the counts table (finished jobs by queue and state, as deltas); jobs_task_ix holds
 #    queued rows too (PostgreSQL)
-SCHEMA_VERSION = 4
+# 5: jobs.result (a task's JSON return value), progress, progress_message, cancel_requested;
+#    schedules.source ('declared' or 'runtime'); added by ALTER TABLE ADD COLUMN, no new index
+SCHEMA_VERSION = 5
 
 # The longest table prefix: every table, index and constraint name is the prefix plus at most
 # 31 characters (``jobs_active_schedule_ix`` is 23), within PostgreSQL's 63 and MySQL's 64.
@@ -119,6 +122,13 @@ def build_metadata(prefix: str = "linger_", *, partial_indexes: bool = True) -> 
         _ts("created_at", nullable=False),
         _ts("started_at"),
         _ts("finished_at"),
+        # schema 5, in no index: a claim writes none of them, a finish only the result of a
+        # task that returned one (in the same UPDATE batch), a progress write only these two
+        sa.Column("result", sa.Text()),  # the task's return value as JSON (None: nothing kept)
+        sa.Column("progress", sa.Float()),  # 0..1, written at most about once a second
+        sa.Column("progress_message", sa.String(PROGRESS_MESSAGE_CAP)),
+        # a cancel of a running job: its worker learns it with the lease extension
+        sa.Column("cancel_requested", sa.Boolean(), nullable=False, default=False, server_default=sa.false()),
         sa.CheckConstraint(
             "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'skipped')",
             name=f"{prefix}jobs_state_ck",
@@ -149,6 +159,9 @@ def build_metadata(prefix: str = "linger_", *, partial_indexes: bool = True) -> 
         _ts("retry_from"),
         # why enabled is false: "not declared" (no live node declares it) or "enabled: false"
         sa.Column("disabled_reason", sa.String(255)),
+        # schema 5: "declared" (code or schedules.yaml, synced at start) or "runtime"
+        # (app.add_schedule: never disabled by a sync)
+        sa.Column("source", sa.String(16), nullable=False, default="declared", server_default="declared"),
     )
     sa.Index(f"{prefix}schedules_due_ix", schedules.c.enabled, schedules.c.paused, schedules.c.next_run_at)
 

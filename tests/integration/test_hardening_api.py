@@ -172,3 +172,15 @@ def test_mypy_accepts_the_documented_api(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     wrong = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert wrong.returncode == 1 and 'Incompatible types in assignment (expression has type "int"' in wrong.stdout
+
+
+def test_a_task_parameter_named_task_is_the_tasks_own(app: Linger) -> None:
+    """Found by tests/integration/test_fuzz_enqueue.py: ``enqueue("t", task=...)`` raised
+    "got multiple values for argument 'task'" (the task's own keyword hit enqueue's first
+    parameter)."""
+    @app.task(name="tasks.assign")
+    def assign(task: str, user: int) -> None: ...
+
+    job_id = app.enqueue("tasks.assign", task="review", user=3)
+    assert app.get_job(job_id).kwargs == {"task": "review", "user": 3}
+    assert app.get_job(assign.enqueue(task="deploy", user=4)).kwargs == {"task": "deploy", "user": 4}

@@ -206,6 +206,7 @@ class Query:
     sort: str = ""
     pk_scan: tuple[str, ...] = ()
     no_seqscan: bool = False
+    by_id: bool = False  # reads the job table by primary key only: seeks, or a range of ids from a bound
 
 
 # MySQL/MariaDB: every key led by ``state`` reads the rows of one active state (in id order when
@@ -224,6 +225,10 @@ def queries(store: Store) -> dict[str, Query]:
         # a failed job's key is held by a queued one: the retry looks the holder up
         with pytest.raises(JobStateError):
             store.retry_job(failed_with_held_key, now=T0)
+
+    with store.engine.connect() as conn:
+        top = conn.execute(sa.select(sa.func.max(j.c.id))).scalar_one()
+    middle, recent = top // 2, top - top // 20  # a keyset bound; the newest 5 % of the rows
 
     def by(*extra: str) -> set[str]:
         return {*extra, "jobs_next_ix", "jobs_queued_ix", "jobs_running_ix"} if partial_history else set(extra)
@@ -260,6 +265,32 @@ def queries(store: Store) -> dict[str, Query]:
         "count by queue and state": Query(store.count_by_queue_and_state, {"jobs_queued_ix", "jobs_running_ix"},
                                           sort="the groups of the running jobs", no_seqscan=True),
         "prune": Query(lambda: store.prune(86400, now=T0, limit=1000), {"jobs_done_ix"}, pk_scan=("postgresql",)),
+        # the dashboard (linger_sched.web): keyset pages, counts of a bulk action, the time range as
+        # ids, the throughput chart and the rate in of the queues
+        "keyset page, failed": Query(lambda: store.list_jobs("failed", 50, before_id=middle), {"jobs_done_ix"}),
+        "keyset page, failed, newer": Query(lambda: store.list_jobs("failed", 50, after_id=middle, newest_first=False),
+                                            {"jobs_done_ix"}),
+        "keyset page of a task": Query(lambda: store.list_jobs(task=TASKS[3], limit=50, before_id=middle),
+                                       by("jobs_task_ix"), sort="the queued and running arms" if partial_history else "",
+                                       pk_scan=("postgresql",)),
+        "keyset page of a schedule": Query(lambda: store.list_jobs(schedule_name=SCHEDULES[2], limit=50, before_id=middle),
+                                           {"jobs_schedule_ix"}),
+        "count failed of a task": Query(lambda: store.count_jobs("failed", task=TASKS[3]), {"jobs_done_ix", "jobs_task_ix"}),
+        # SQLite, without statistics, counts a queue's queued jobs through its entries of
+        # jobs_queue_ix (which holds every row there) rather than the claim index
+        "count queued of a queue": Query(lambda: store.count_jobs("queued", queue="mail"),
+                                         {"jobs_queued_ix", *(["jobs_queue_ix"] if store.dialect.is_sqlite else [])},
+                                         mysql=BY_STATE),
+        "count cancelled of a schedule": Query(lambda: store.count_jobs("cancelled", schedule_name=SCHEDULES[2]),
+                                               {"jobs_done_ix", "jobs_schedule_ix", "jobs_occurrence_ux"}),
+        # the ends of the primary key (LIMIT 1 each way), then seeks
+        "first job id since": Query(lambda: store.first_job_id_since(at(-5000)), set(), by_id=True,
+                                    pk_scan=("sqlite", "postgresql", "mysql", "mariadb")),
+        # the finished jobs among the recent ones: the history index from a bound, or the range of ids
+        "finished histogram": Query(lambda: store.finished_histogram([at(-7200), at(-3600), at(0)], min_id=recent),
+                                    {"jobs_done_ix"}, by_id=True, sort="the groups of the recent finished jobs"),
+        "created by queue": Query(lambda: store.created_by_queue(recent), set(), by_id=True,
+                                  sort="the groups of the recent jobs"),
     }
 
 
@@ -279,7 +310,9 @@ def problems(store: Store, q: Query, got: list[tuple[str, Explained]]) -> list[s
     pk_scanned = False
     for _, ex in got:
         for a in ex.accesses:
-            if a.pk_scan and store.dialect.name in q.pk_scan:
+            if q.by_id and a.index is None and not a.full_table:
+                pk_scanned = True  # a seek or a range of the primary key (every condition is on id)
+            elif a.pk_scan and store.dialect.name in q.pk_scan:
                 pk_scanned = True
             elif a.full_table:
                 out.append(f"reads the whole table: {a.line}")
@@ -327,6 +360,9 @@ QUERY_NAMES = [
     "next_due, one queue", "overlap (due_schedules)", "unique key holder", "last_outcomes", "newest failed",
     "newest succeeded", "newest running", "newest queued", "newest of a task", "newest failed of a task",
     "newest of a schedule", "newest of a queue", "count by state", "count by queue and state", "prune",
+    "keyset page, failed", "keyset page, failed, newer", "keyset page of a task", "keyset page of a schedule",
+    "count failed of a task", "count queued of a queue", "count cancelled of a schedule", "first job id since",
+    "finished histogram", "created by queue",
 ]
 
 
@@ -374,6 +410,16 @@ def test_the_index_shaped_queries_return_what_a_scan_of_every_row_would(store: S
                         got = [x.id for x in store.list_jobs(state, n, task=task, queue=queue, schedule_name=sched,
                                                              newest_first=first)]
                         assert got == newest(pred, n, first), (state, task, queue, sched, n, first)
+                    # the dashboard's count and keyset pages of the same filters
+                    assert store.count_jobs(state, task=task, queue=queue, schedule_name=sched) == len(newest(pred, 0))
+                    for before, after in ((1500, None), (None, 1500), (2000, 1000)):
+                        def in_range(r: Any, before: Any = before, after: Any = after, pred: Any = pred) -> bool:
+                            return pred(r) and (before is None or r["id"] < before) and (after is None or r["id"] > after)
+                        got = [x.id for x in store.list_jobs(state, 20, task=task, queue=queue, schedule_name=sched,
+                                                             before_id=before, after_id=after, newest_first=after is None)]
+                        assert got == newest(in_range, 20, after is None), (state, task, queue, sched, before, after)
+                        assert store.count_jobs(state, task=task, queue=queue, schedule_name=sched, before_id=before,
+                                                after_id=after) == len(newest(in_range, 0))
     assert store.list_jobs("no such state") == []
 
     counts: dict[str, int] = {}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from linger_sched.errors import StoreError
+from linger_sched.errors import SchemaError, StoreError
 from linger_sched.store import SCHEMA_VERSION, Store, encode_args
 from linger_sched.store.tables import LONG_TEXT, TextDefault, UTCDateTime
 
@@ -264,10 +264,19 @@ def shape(store: Store, rename: Any = lambda name: name) -> dict[str, Any]:
     return out
 
 
+# the job columns of schema version 5 (result, progress, cancel request) and their values in a row
+# written before them
+NEW_IN_5 = {"result": None, "progress": None, "progress_message": None, "cancel_requested": False}
+
+
 def job_rows(store: Store) -> dict[int, dict[str, Any]]:
+    """Every job row by id, without the columns of version 5 (checked apart: see NEW_IN_5)."""
     j = store.t.jobs
     with store.engine.connect() as conn:
-        return {r.id: dict(r._mapping) for r in conn.execute(sa.select(*[c for c in j.c if c.computed is None]))}
+        rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(*[c for c in j.c if c.computed is None]))}
+    for row in rows.values():
+        assert {k: row.pop(k) for k in NEW_IN_5} == NEW_IN_5, row
+    return rows
 
 
 # -- the test --------------------------------------------------------------------------------
@@ -417,6 +426,64 @@ def test_upgrade_from_version_3_adds_the_counts_and_rebuilds_the_task_index(db_u
         (new_id,) = old.enqueue([{"task": "t", "args": "{}", "queue": "mail"}], now=T0)
         old.cancel_job(new_id, now=T0)
         assert old.count_by_queue_and_state() == counted([*OLD_JOBS, {"queue": "mail", "state": "cancelled"}])
+    finally:
+        for st in (fresh, old):
+            st.drop_schema()
+            st.dispose()
+
+
+def test_upgrade_from_version_4_adds_results_progress_cancel_and_the_schedule_source(db_url: str, prefix: str) -> None:
+    """Version 4 (the previous release) lacks ``jobs.result``, ``progress``, ``progress_message``,
+    ``cancel_requested`` and ``schedules.source``. The upgrade adds them to tables that hold rows
+    (ALTER TABLE ADD COLUMN): every row keeps every value, the new columns hold their defaults
+    (a schedule of an old install was declared), the counts stay, and the result has the shape of
+    a fresh install."""
+    fresh = Store(db_url, table_prefix=prefix + "f_")
+    old = Store(db_url, table_prefix=prefix + "o_")
+    try:
+        fresh.install_schema()
+        old.install_schema()
+        j, s = old.t.jobs, old.t.schedules
+        with old.engine.begin() as conn:  # back to version 4
+            quote = conn.dialect.identifier_preparer.quote
+            for table, col in [(j, c) for c in NEW_IN_5] + [(s, "source")]:
+                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} DROP COLUMN {quote(col)}")
+            conn.execute(sa.update(old.t.meta).where(old.t.meta.c.key == "schema_version").values(value="4"))
+        v4 = sa.MetaData()
+        v4_jobs = sa.Table(j.name, v4, autoload_with=old.engine)
+        v4_schedules = sa.Table(s.name, v4, autoload_with=old.engine)
+        assert not {*NEW_IN_5, "source"} & ({c.name for c in v4_jobs.c} | {c.name for c in v4_schedules.c})
+        with old.engine.begin() as conn:
+            conn.execute(sa.insert(v4_jobs), [{k: v for k, v in r.items() if k in v4_jobs.c} for r in OLD_JOBS])
+            conn.execute(sa.insert(v4_schedules), [{k: v for k, v in OLD_SCHEDULE.items() if k in v4_schedules.c}])
+            if old.dialect.is_postgres:
+                conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('\"{j.name}\"', 'id'), {len(OLD_JOBS)})"))
+        old.recount()
+        with pytest.raises(SchemaError):  # nodes of this version refuse to start on it
+            old.check_schema()
+
+        assert old.upgrade_schema() == (4, SCHEMA_VERSION)
+
+        rename = lambda name: name.replace(prefix + "o_", prefix + "f_")  # noqa: E731
+        assert shape(old, rename) == shape(fresh)
+        old.check_schema()
+        assert job_rows(old) == {r["id"]: r for r in OLD_JOBS}  # and the new columns hold their defaults
+        schedule = old.get_schedule("nightly")
+        assert {k: getattr(schedule, k) for k in OLD_SCHEDULE} == OLD_SCHEDULE
+        assert schedule.source == "declared"
+        assert old.count_by_queue_and_state() == counted(OLD_JOBS)
+
+        # the new columns work on the upgraded tables: a result, progress, a cancel request
+        assert [c.id for c in old.claim("n", ["reports"], 10, 30, now=T0)] == [9]
+        assert old.set_progress("n", 9, 1, 0.5, "half")
+        assert old.cancel_job(9, now=T0).cancel_requested
+        assert old.extend_and_check("n", 30, now=T0, ids=[9]) == (1, [9])
+        assert old.finish("n", [9], [], now=T0, results={9: '{"rows": 3}'}) == ([], [])
+        job = old.get_job(9)
+        assert (job.state, job.result, job.progress, job.progress_message, job.cancel_requested) == (
+            "succeeded", {"rows": 3}, 0.5, "half", True)
+        assert old.upgrade_schema() == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
+        assert shape(old, rename) == shape(fresh)
     finally:
         for st in (fresh, old):
             st.drop_schema()
