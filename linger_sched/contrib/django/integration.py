@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from django.core.signals import setting_changed
@@ -125,29 +125,27 @@ def _settings_changed(*, setting: str, **_: Any) -> None:
 setting_changed.connect(_settings_changed)
 
 
-def install_tables(alias: str) -> bool:
-    """Create (or upgrade) the job tables when ``alias`` is the job table's database, as
-    settings say now; returns whether it was. Run by this app's migration."""
+def _on_job_database(alias: str, act: Callable[[Store], object]) -> bool:
+    """Run ``act`` on a Store of the job tables when ``alias`` is their database, as settings
+    say now; returns whether it was."""
     d = conf.read()
     if d.alias != alias:
         return False
     store = Store(d.settings.database_url, table_prefix=d.settings.table_prefix)
     try:
-        store.upgrade_schema()
+        act(store)
     finally:
         store.dispose()
     return True
+
+
+def install_tables(alias: str) -> bool:
+    """Create (or upgrade) the job tables when ``alias`` is the job table's database, as
+    settings say now; returns whether it was. Run by this app's migration."""
+    return _on_job_database(alias, Store.upgrade_schema)
 
 
 def drop_tables(alias: str) -> bool:
     """Drop the job tables (every job, schedule and node row) when ``alias`` is the job
     table's database; returns whether it was. Run when this app's migration is unapplied."""
-    d = conf.read()
-    if d.alias != alias:
-        return False
-    store = Store(d.settings.database_url, table_prefix=d.settings.table_prefix)
-    try:
-        store.drop_schema()
-    finally:
-        store.dispose()
-    return True
+    return _on_job_database(alias, Store.drop_schema)
