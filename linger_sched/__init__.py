@@ -17,6 +17,7 @@ from .app import (
     default_app,
 )
 from .clock import Clock, FakeClock
+from .events import EVENTS, Event
 from .errors import (
     ConfigError,
     ConfigErrors,
@@ -62,7 +63,7 @@ def enqueue(task: Any, *args: Any, **kwargs: Any) -> int:
 
 
 __all__ = [
-    "Clock", "ConfigError", "ConfigErrors", "FakeClock", "Job", "JobArgumentsError", "JobCancelled", "JobContext",
+    "EVENTS", "Clock", "ConfigError", "Event", "ConfigErrors", "FakeClock", "Job", "JobArgumentsError", "JobCancelled", "JobContext",
     "JobNotFoundError", "ScheduleStateError", "WaitTimeout",
     "JobOptionError", "JobOptions",
     "JobStateError", "Linger", "LingerError", "NaiveDatetimeError", "ScheduleInfo", "ScheduleNotFoundError",

@@ -23,6 +23,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from .clock import Clock
 from .config import Settings, resolve
 from .configfile import FileConfig, import_modules, read_config_file, schedules_from_config
+from .events import Hooks
 from .errors import ConfigError, JobArgumentsError, JobOptionError, LingerError, NaiveDatetimeError, SpecError
 from .harness import LingerTesting
 from .node import Node
@@ -281,6 +282,7 @@ class Linger:
         self._store_pid = os.getpid()
         self._store_lock = threading.Lock()
         self._halt_hooks: list[Callable[[], Any]] = []
+        self.hooks = Hooks()  # event hooks (app.on); the worker, scheduler and node emit through it
         self._node: Node | None = None
         self.config_file: FileConfig | None = None
 
@@ -853,6 +855,13 @@ class Linger:
         # after a fork the child must not share its parent's node id (job locks, the lease)
         if self.node_id.rsplit(":", 2)[1] != str(os.getpid()):
             self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+    def on(self, *events: str) -> Callable[[F], F]:
+        """Decorator: call the function with an :class:`~linger_sched.events.Event` each time
+        one of ``events`` happens (``"job_succeeded"``, ``"job_failed"``, ... or ``"*"``; the
+        list is :data:`linger_sched.events.EVENTS`). Hooks run on the emitting thread: keep them
+        quick. One that raises is logged and never affects the job."""
+        return self.hooks.on(*events)
 
     def on_halt(self, fn: F) -> F:
         """Register a hook called once when this node is asked to stop."""

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "linger_sched"
 
 # a module may import only modules of a lower layer (imports under TYPE_CHECKING are types only)
 LAYERS = {
-    "errors": 0, "clock": 1, "specs": 2, "registry": 3, "configfile": 4, "store": 4, "config": 5, "scheduler": 5,
+    "errors": 0, "clock": 1, "events": 1, "specs": 2, "registry": 3, "configfile": 4, "store": 4, "config": 5, "scheduler": 5,
     "worker": 5, "node": 6, "harness": 6, "app": 7, "__init__": 8, "cli": 9, "testing": 9,
     "web": 8,  # the dashboard: a front end over app; the CLI serves it and shares its bulk job actions
     "contrib": 10,  # framework integrations (flask, asgi, django): front ends over app and cli
