@@ -60,6 +60,7 @@ class Event:
     schedule: str | None = None  # the schedule of an occurrence (jobs of a schedule carry it too)
     scheduled_for: datetime | None = None  # the occurrence's fire time
     duration: float | None = None  # seconds the attempt ran
+    delay: float | None = None  # seconds from when the job was due (run_at) to when its attempt started
     error: str | None = None  # the failure (traceback text for a task that raised)
     reason: str | None = None  # why: skipped occurrence, rescue, cancel, lost lease
     retry_at: datetime | None = None  # job_retried: when the next attempt is due (None: as soon as possible)
