@@ -152,7 +152,11 @@ def ctx_from_args(args: argparse.Namespace) -> Ctx:
 def run_standalone(description: str | None, fn: Callable[[Ctx], list[Row]], dbs: Iterable[str] = ALL_DBS) -> None:
     ap = base_parser(description)
     ap.set_defaults(db=",".join(dbs))
-    ctx = ctx_from_args(ap.parse_args())
+    print_rows(ctx_from_args(ap.parse_args()), fn)
+
+
+def print_rows(ctx: Ctx, fn: Callable[[Ctx], list[Row]]) -> None:
+    """Run one benchmark, remove its scratch directory, print its table."""
     try:
         rows = fn(ctx)
     finally:

@@ -27,7 +27,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import history
-from benchmarks.common import Ctx, Row, base_parser, ctx_from_args, drop_app, new_app, retrying, say, table, url_for
+from benchmarks.common import Ctx, Row, base_parser, ctx_from_args, drop_app, new_app, print_rows, retrying, say, url_for
 
 N_SCHEDULES = 10_000
 REPEAT = 10
@@ -127,13 +127,7 @@ def main() -> None:
     args = ap.parse_args()
     ctx = ctx_from_args(args)
     ctx.extra["dashboard_rows"] = args.rows
-    import shutil
-
-    try:
-        rows = run(ctx)
-    finally:
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
-    print(table(rows))
+    print_rows(ctx, run)
 
 
 if __name__ == "__main__":

@@ -58,9 +58,9 @@ from benchmarks.common import (
     ctx_from_args,
     drop_app,
     new_app,
+    print_rows,
     retrying,
     say,
-    table,
     url_for,
 )
 
@@ -325,13 +325,7 @@ def main() -> None:
     ctx = ctx_from_args(args)
     ctx.extra["history_rows"] = args.rows
     ctx.extra["explain"] = args.explain
-    import shutil
-
-    try:
-        rows = run(ctx)
-    finally:
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
-    print(table(rows))
+    print_rows(ctx, run)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
     benchmarks/.venv/bin/python benchmarks/run_all.py --only drain,raw --runs 5 --db sqlite
 
 Benchmarks (``--only``/``--skip`` take these names): raw (1), drain (2), peers (3), enqueue (4),
-latency (5), tick (6), memory (7), history (8), dashboard (9). raw, drain and peers are interleaved run by run
+latency (5), tick (6), memory (7), history (8), dashboard (9), metrics (10). raw, drain and peers are interleaved run by run
 (every raw-loop table variant and the drain on one database back to back), so each ratio is
 computed per run from figures measured next to each other, on the same database; the table
 shows the median ratio with min and max. Issue 11's drain targets are judged here: SQLite
@@ -16,7 +16,8 @@ over linger_jobs as installed).
 latency runs idle on every database, then under ``--background-rate`` (default 5,000 jobs/s;
 0 leaves it out) on SQLite and PostgreSQL. history builds ``--history-rows`` rows (default
 1,000,000; --quick 50,000) per database: about 6 minutes for the three; dashboard builds the same
-rows and 10,000 schedules on SQLite and PostgreSQL and times every page (about 4 minutes).
+rows and 10,000 schedules on SQLite and PostgreSQL and times every page (about 4 minutes);
+metrics builds them again on every database and times a Prometheus scrape (about 6 minutes).
 Every process runs at nice 10 (this one renices itself; children inherit it).
 """
 
@@ -32,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import dashboard, drain, enqueue, history, latency, memory, peers, raw_limit, tick
+from benchmarks import dashboard, drain, enqueue, history, latency, memory, metrics, peers, raw_limit, tick
 from benchmarks.common import (
     HERE,
     INCIDENTS,
@@ -46,7 +47,7 @@ from benchmarks.common import (
     table,
 )
 
-NAMES = ("raw", "drain", "peers", "enqueue", "latency", "tick", "memory", "history", "dashboard")
+NAMES = ("raw", "drain", "peers", "enqueue", "latency", "tick", "memory", "history", "dashboard", "metrics")
 START, END = "<!-- run_all:start -->", "<!-- run_all:end -->"
 
 
@@ -215,6 +216,9 @@ def main() -> None:
         if "dashboard" in selected:
             ctx.extra["dashboard_rows"] = args.history_rows
             rows += dashboard.run(ctx)
+        if "metrics" in selected:
+            ctx.extra["metrics_rows"] = args.history_rows
+            rows += metrics.run(ctx)
     finally:
         shutil.rmtree(ctx.tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0

@@ -17,7 +17,6 @@ from .app import (
     default_app,
 )
 from .clock import Clock, FakeClock
-from .events import EVENTS, Event
 from .errors import (
     ConfigError,
     ConfigErrors,
@@ -36,6 +35,7 @@ from .errors import (
     UnknownTaskError,
     WaitTimeout,
 )
+from .events import EVENTS, Event
 from .store import Job
 from .worker import JobContext, current_job
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
+from . import tracing
 from .clock import Clock
 from .config import Settings, resolve
 from .configfile import FileConfig, import_modules, read_config_file, schedules_from_config
-from .events import Hooks
 from .errors import ConfigError, JobArgumentsError, JobOptionError, LingerError, NaiveDatetimeError, SpecError
+from .events import Event, Hooks
 from .harness import LingerTesting
+from .health import HealthReport, Thresholds, check_health, database_down
 from .node import Node
 from .registry import (
     DEFAULT_MAX_ATTEMPTS,
@@ -160,6 +162,21 @@ class Status:
     counts: dict[str, int]
     db_now: datetime
     schedule_errors: Sequence[Any] = ()  # the schedules in error (store rows: name, error, error_since, ...)
+    node_lost_after: float = 30.0  # a node whose last heartbeat is older is lost (settings.node_lost_after)
+
+    @property
+    def leader_state(self) -> str:
+        """``"held"`` (a valid lease), ``"released"`` (given back at a clean shutdown),
+        ``"expired"`` (its node stopped renewing it) or ``"none"`` (no node ever led)."""
+        if self.leader is None:
+            return "none"
+        if self.leader.expires_at > self.db_now:
+            return "held"
+        return "released" if self.leader.released else "expired"
+
+    def is_lost(self, node: Any) -> bool:
+        """Whether ``node`` (one of :attr:`nodes`) stopped heartbeating."""
+        return bool((self.db_now - node.heartbeat_at).total_seconds() > self.node_lost_after)
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -535,7 +552,14 @@ class Linger:
             for r in rows:
                 seconds = r.pop("delay", 0.0)
                 r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
-        ids = self.store.enqueue(rows, now=self.clock.store_now(), connection=conn)
+        with tracing.enqueue_span(rows[0]["task"], rows[0].get("queue"), len(rows)) as span:
+            if span is not None:  # OpenTelemetry: the job spans link to this one
+                parent = tracing.traceparent(span)
+                for r in rows:
+                    r["trace_context"] = parent
+            ids = self.store.enqueue(rows, now=self.clock.store_now(), connection=conn)
+            if span is not None and len(ids) == 1:
+                span.set_attribute("linger.job.id", ids[0])
         if conn is None:
             self._inserted(rows[0], ids)
         elif session is not None:
@@ -695,6 +719,11 @@ class Linger:
         cannot stop a thread). It then ends ``cancelled``, not retried; one that ignores the
         request ends as it would have. :class:`JobStateError` for a finished job."""
         job = self.store.cancel_job(job_id, now=self.clock.store_now())
+        if job.state == "cancelled" and self.hooks.wanted("job_cancelled"):
+            self.hooks.emit(Event("job_cancelled", self.node_id, at=self.clock.now(), job_id=job.id, task=job.task,
+                                  queue=job.queue, attempt=job.attempts, max_attempts=job.max_attempts,
+                                  schedule=job.schedule_name, scheduled_for=job.scheduled_for,
+                                  reason="cancelled while queued"))
         node = self._node
         if job.state == "running" and node is not None and node.worker is not None and node.worker.holds(job_id):
             node.worker.nudge_heartbeat()
@@ -717,13 +746,15 @@ class Linger:
 
     # -- schedules ----------------------------------------------------------------------
     def new_scheduler(self) -> Scheduler:
+        return Scheduler(self.store, self.node_id, clock=self.clock, settings=self.new_scheduler_settings(),
+                         task_defaults=self._task_defaults, hooks=self.hooks)
+
+    def new_scheduler_settings(self) -> SchedulerSettings:
+        """The scheduler's settings from :attr:`settings` (its ``threshold`` is the misfire
+        threshold that health and the nodes' watch of the scheduler use too)."""
         s = self.settings
-        return Scheduler(
-            self.store, self.node_id, clock=self.clock,
-            settings=SchedulerSettings(tick_interval=s.tick_interval, lease_ttl=s.lease_ttl,
-                                       renew_interval=s.renew_interval, misfire_threshold=s.misfire_threshold),
-            task_defaults=self._task_defaults,
-        )
+        return SchedulerSettings(tick_interval=s.tick_interval, lease_ttl=s.lease_ttl, renew_interval=s.renew_interval,
+                                 misfire_threshold=s.misfire_threshold)
 
     def _task_defaults(self, name: str) -> dict[str, Any]:
         t = self.registry.tasks.get(name)
@@ -736,7 +767,7 @@ class Linger:
             poll_interval=s.poll_interval, job_lease_ttl=s.job_lease_ttl, rescue_interval=s.rescue_interval,
             shutdown_grace=s.shutdown_grace, result_max_bytes=s.result_max_bytes,
         )
-        return Worker(self.store, self.registry, self.node_id, clock=self.clock, settings=ws)
+        return Worker(self.store, self.registry, self.node_id, clock=self.clock, settings=ws, hooks=self.hooks)
 
     def sync_schedules(self) -> dict[str, list[str]]:
         """Write the declared schedules to the database (done by every node that schedules)."""
@@ -847,8 +878,33 @@ class Linger:
     def status(self) -> Status:
         from .scheduler import LEADER
 
-        return Status(self.store.get_lease(LEADER), self.store.list_nodes(), self.store.count_by_state(), self.store.db_now(),
-                      schedule_errors=self.store.schedule_errors())
+        now = self.clock.now() if self.clock.authoritative else self.store.db_now()  # leases, heartbeats: this clock
+        return Status(self.store.get_lease(LEADER), self.store.list_nodes(), self.store.count_by_state(), now,
+                      schedule_errors=self.store.schedule_errors(), node_lost_after=self.settings.node_lost_after)
+
+    def health(self, *, now: datetime | None = None) -> HealthReport:
+        """Check the whole installation (every node, not only this process) and return a
+        :class:`~linger_sched.health.HealthReport`: ``.status`` (``healthy``, ``degraded``,
+        ``unhealthy``), ``.exit_code`` (0, 1, 2), ``.checks`` (each naming what is wrong) and
+        ``.as_dict()``. The checks and their thresholds (settings ``misfire_threshold``,
+        ``node_lost_after``, ``health_window``, ``health_max_failure_rate``,
+        ``health_max_queue_age``) are in docs/operations.md ("Health"). ``now``: the instant
+        to judge at (default: the database's clock; the app's clock when it is a fake one).
+        Never raises for a database that cannot be read: that is an unhealthy ``database``
+        check."""
+        from .scheduler import LEADER
+
+        s = self.settings
+        thresholds = Thresholds(
+            overdue_after=self.new_scheduler_settings().threshold, node_lost_after=s.node_lost_after,
+            failure_window=s.health_window, max_failure_rate=s.health_max_failure_rate,
+            max_queue_age=s.health_max_queue_age,
+        )
+        try:
+            store = self.store
+        except Exception as exc:  # noqa: BLE001 - e.g. auto-install on a database that is down
+            return HealthReport([database_down(self.settings.database_url, exc)])
+        return check_health(store, thresholds, now=now if now is not None else self.clock.store_now(), lease=LEADER)
 
     # -- running ------------------------------------------------------------------------
     def _own_node_id(self) -> None:
@@ -874,7 +930,7 @@ class Linger:
             try:
                 hook()
             except Exception:
-                log.exception("on_halt hook %r failed", hook)
+                log.exception("on_halt hook %r failed", hook, extra={"action": "halt_hook_error"})
 
     def start(self, concurrency: int | None = None, queues: Sequence[str] | None = None, *, worker: bool = True, scheduler: bool = True) -> None:
         """Run a node on background threads inside this process (e.g. a web app).
@@ -910,13 +966,20 @@ class Linger:
     def run(
         self, *, concurrency: int | None = None, queues: Sequence[str] | None = None, worker: bool = True,
         scheduler: bool = True, burst: bool = False, handle_signals: bool = True,
+        announce: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> int:
         """Run a node in the foreground until SIGTERM/SIGINT (a second signal forces).
 
         Returns the exit status: 0 after a clean stop, 1 after a forced one or when a thread
-        of the node kept dying (see :mod:`linger_sched.node`)."""
+        of the node kept dying (see :mod:`linger_sched.node`). ``announce(action, details)``
+        is called, from this thread, with what the node also logs for an operator:
+        ``"shutdown_wait"`` (a stop that waits for running jobs: ``jobs`` [{id, task,
+        running_for}], ``grace``), ``"shutdown_forced"`` (the second signal) and, with
+        ``burst``, ``"burst_summary"`` (``ran``, ``succeeded``, ``failed``, ``retried``,
+        ``cancelled``, ``elapsed`` seconds)."""
         self._own_node_id()
         node = Node(self, concurrency=concurrency, queues=queues, worker=worker, scheduler=scheduler, burst=burst)
+        node.announce = announce
         self._node = node
         previous: dict[signal.Signals, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():

@@ -5,6 +5,7 @@ Exit status: 0 ok, 1 runtime error, 2 usage or configuration error (the message 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -12,8 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,22 @@ import sqlalchemy.exc
 
 from . import __version__
 from .app import Linger, default_app
-from .clock import UTC
+from .clock import UTC, backoff, sleep
 from .config import MAX_CONCURRENCY, MAX_SECONDS
 from .configfile import allow_user_modules, import_modules, read_config_file, schedules_from_config
+from .display import (
+    Column,
+    error_preview,
+    fmt_duration,
+    fmt_time,
+    iso,
+    plural,
+    render_table,
+    safe,
+    terminal_width,
+    truncate,
+    wrap,
+)
 from .errors import (
     ConfigError,
     JobArgumentsError,
@@ -36,11 +50,16 @@ from .errors import (
     ScheduleStateError,
     SchemaError,
     SpecError,
+    StoreError,
     UnknownTaskError,
 )
+from .logs import FORMATS as LOG_FORMATS
+from .logs import configure as configure_logging
 from .registry import Registry
 from .specs import parse_duration
 from .store.dialect import mask_url
+from .store.store import PRUNE_STATES
+from .store.tables import FINISHED_STATES
 from .web.actions import BULK_STATES, JobFilter, bulk_state, count_matching, run_bulk
 
 USAGE_ERRORS = (ConfigError, SpecError, JobArgumentsError, NaiveDatetimeError, UnknownTaskError)
@@ -87,10 +106,34 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help=f"schedules.yaml to load (default ./{DEFAULT_CONFIG} if present)."),
         click.option("-v", "--verbose", count=True, help="More logging (-v: debug)."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), help="Log level."),
+        click.option("--log-format", type=click.Choice(list(LOG_FORMATS), case_sensitive=False), expose_value=False,
+                     callback=_remember_log_format,
+                     help="Log lines as text (default) or one JSON object per line (env LINGER_LOG_FORMAT)."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
     return fn
+
+
+LOG_FORMAT = "linger_sched.log_format"  # ctx.meta key: the --log-format given (before or after the command)
+
+
+def _remember_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # the command's own option comes after the root's: after wins
+        ctx.meta[LOG_FORMAT] = value.lower()
+
+
+def log_format() -> str:
+    """``--log-format``, else ``LINGER_LOG_FORMAT``, else ``text``; :class:`ConfigError` for an
+    unknown format in the environment."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(LOG_FORMAT) if ctx is not None else None
+    if given:
+        return str(given)
+    env = os.environ.get("LINGER_LOG_FORMAT", "").strip().lower()
+    if env and env not in LOG_FORMATS:
+        raise ConfigError(f"unknown log format {env!r}: use one of {', '.join(LOG_FORMATS)}", key="LINGER_LOG_FORMAT")
+    return env or "text"
 
 
 def setup_logging(verbose: int, level: str | None) -> None:
@@ -98,8 +141,7 @@ def setup_logging(verbose: int, level: str | None) -> None:
         lvl = getattr(logging, level.upper())
     else:
         lvl = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(lvl)
+    configure_logging(lvl, log_format())
 
 
 # ctx.meta key: a front end that mounts these commands (``flask linger ...``) puts here a
@@ -189,18 +231,8 @@ def parse_instant(text: str, what: str) -> datetime:
     return value
 
 
-def fmt_time(value: datetime | None, tz: str | None = None) -> str:
-    if value is None:
-        return "-"
-    if tz and tz != "UTC":
-        from zoneinfo import ZoneInfo
-
-        return value.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [["-" if c is None else safe(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
@@ -239,7 +271,13 @@ def db_upgrade(**common: Any) -> None:
     """Move an older schema forward to this version."""
     app = load_app(**common)
     before, after = app.store.upgrade_schema()
-    click.echo(f"schema version {before if before is not None else 'none'} -> {after}")
+    where = f"{app.store.display_url} (prefix {app.settings.table_prefix})"
+    if before == after:
+        click.echo(f"schema already up to date (version {after}) in {where}")
+    elif before is None:
+        click.echo(f"no tables were there: schema version {after} installed in {where}")
+    else:
+        click.echo(f"schema upgraded from version {before} to {after} in {where}")
 
 
 @db.command("recount")
@@ -256,6 +294,94 @@ def db_recount(**common: Any) -> None:
 
 
 # -- worker and run ---------------------------------------------------------------------
+def metrics_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+                      help="Address of the --metrics-port server (the metrics name tasks and queues: keep it private).")(fn)
+    return click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
+                        help="Serve Prometheus /metrics and /healthz on this port (needs the [metrics] extra).")(fn)
+
+
+@contextlib.contextmanager
+def serving_metrics(app: Linger, host: str, port: int | None) -> Iterator[None]:
+    """Serve /metrics and /healthz on ``host:port`` while the node runs (nothing when ``port``
+    is None); a port in use or a missing prometheus-client is a usage error, before the node
+    starts."""
+    if port is None:
+        yield
+        return
+    from .metrics import serve
+
+    server = serve(app, host=host, port=port)  # logs the URL (action metrics_serving)
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def wait_db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--wait-db", "wait_db", metavar="DURATION", default="0", show_default=True,
+        help="Wait this long for an unreachable database at start (e.g. 60s under docker-compose), "
+             "trying again with back-off and logging each attempt; 0: fail at once.")(fn)
+
+
+def wait_for_database(app: Linger, text: str) -> None:
+    """``--wait-db``: until the database answers a query, try again with back-off (0.5 s
+    doubling to 5 s, never past the deadline), logging each failed attempt (action
+    ``wait_db``); when the time is up, exit 1 naming the database and its last error.
+    ``text``: the duration given; 0 tries once and lets the command fail as it would."""
+    try:
+        seconds = 0.0 if text.strip() in ("0", "0s") else parse_duration(text, field="--wait-db").total_seconds()
+    except SpecError as exc:
+        raise ConfigError(f"{exc.message}; got {text!r}", key="--wait-db") from None
+    if seconds <= 0:
+        return
+    log = logging.getLogger(__name__)
+    clock = app.clock
+    deadline = clock.monotonic() + seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            app.store.db_now()
+        except StoreError as exc:
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                fail(f"the database {app.store.display_url} is still unreachable after {seconds:g}s "
+                     f"({plural(attempt, 'attempt')}; --wait-db): {exc}", 1)
+            pause = min(backoff(attempt, base=0.5, cap=5.0), left)
+            log.warning("database %s unreachable (attempt %d): %s; trying again in %.1fs (--wait-db: %.0fs left)",
+                        app.store.display_url, attempt, exc, pause, left, extra={"action": "wait_db", "attempt": attempt})
+            sleep(pause)
+            continue
+        if attempt > 1:
+            log.info("database %s reachable (attempt %d)", app.store.display_url, attempt,
+                     extra={"action": "db_reachable", "attempt": attempt})
+        return
+
+
+def announce(action: str, details: dict[str, Any]) -> None:
+    """What a node tells its operator (see ``Linger.run``): a shutdown that waits for jobs and
+    a forced one on stderr, a burst worker's summary on stdout."""
+    if action == "shutdown_wait":
+        jobs = details["jobs"]
+        then = "go back to the queue" if details.get("hand_back") else "keep running under their lock"
+        lines = [f"linger-sched: stopping: waiting up to {fmt_duration(details['grace'])} for "
+                 f"{plural(len(jobs), 'running job')} to finish (after that, unfinished jobs {then}); "
+                 "a second Ctrl-C or SIGTERM stops at once:"]
+        lines += [f"  job {j['id']}  {safe(j['task'])}  running for {fmt_duration(j['running_for'])}" for j in jobs[:20]]
+        if len(jobs) > 20:
+            lines.append(f"  ... and {len(jobs) - 20} more")
+        click.echo("\n".join(lines), err=True)
+    elif action == "shutdown_forced":
+        then = "handing the running jobs back to the queue" if details.get("hand_back") else "the running jobs keep their lock"
+        click.echo(f"linger-sched: second signal: stopping now, {then}", err=True)
+    elif action == "burst_summary":
+        parts = [f"{details['succeeded']} succeeded", f"{details['failed']} failed"]
+        parts += [f"{details[k]} {k}" for k in ("retried", "cancelled") if details.get(k)]
+        click.echo(f"ran {plural(details['ran'], 'job')} in {fmt_duration(details['elapsed'])}: {', '.join(parts)}")
+
+
 def _exit_node(code: int) -> None:
     """Exit after a node stopped. A job thread still running past the grace period (its job
     was handed back) cannot be stopped, and the interpreter would wait for it at exit (the
@@ -273,14 +399,19 @@ def _exit_node(code: int) -> None:
 @main.command()
 @click.option("--concurrency", "-c", type=CONCURRENCY, help="Jobs run at once (threads).")
 @click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
-@click.option("--burst", is_flag=True, help="Exit 0 once no due job is left.")
+@click.option("--burst", is_flag=True, help="Exit 0 once no due job is left, with a summary of the jobs run.")
+@wait_db_option
+@metrics_options
 @common_options
 @handle_errors
-def worker(concurrency: int | None, queues: str | None, burst: bool, **common: Any) -> None:
-    """Run a worker (no scheduler) until SIGTERM/SIGINT."""
+def worker(concurrency: int | None, queues: str | None, burst: bool, wait_db: str, metrics_host: str,
+           metrics_port: int | None, **common: Any) -> None:
+    """Run a worker (no scheduler) until SIGTERM/SIGINT (a second signal forces)."""
     app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
     _warn_without_tasks(app)
-    _exit_node(app.run(worker=True, scheduler=False, burst=burst))
+    wait_for_database(app, wait_db)
+    with serving_metrics(app, metrics_host, metrics_port):
+        _exit_node(app.run(worker=True, scheduler=False, burst=burst, announce=announce))
 
 
 def _warn_without_tasks(app: Linger) -> None:
@@ -294,17 +425,22 @@ def _warn_without_tasks(app: Linger) -> None:
 @click.option("--queues", "-q", metavar="A,B", help="Only claim jobs of these queues.")
 @click.option("--no-worker", is_flag=True, help="Only schedule (no jobs run on this node).")
 @click.option("--no-scheduler", is_flag=True, help="Only run jobs (never lead).")
+@wait_db_option
+@metrics_options
 @common_options
 @handle_errors
-def run(concurrency: int | None, queues: str | None, no_worker: bool, no_scheduler: bool, **common: Any) -> None:
+def run(concurrency: int | None, queues: str | None, no_worker: bool, no_scheduler: bool, wait_db: str,
+        metrics_host: str, metrics_port: int | None, **common: Any) -> None:
     """Run a node: scheduler and worker, until SIGTERM/SIGINT (a second signal forces)."""
     if no_worker and no_scheduler:
         raise ConfigError("--no-worker and --no-scheduler together leave nothing to run", key="--no-worker")
     app = load_app(**common, cli_settings={"concurrency": concurrency, "queues": queues})
+    wait_for_database(app, wait_db)
     app.install_schema()
     if not no_worker:
         _warn_without_tasks(app)
-    _exit_node(app.run(worker=not no_worker, scheduler=not no_scheduler))
+    with serving_metrics(app, metrics_host, metrics_port):
+        _exit_node(app.run(worker=not no_worker, scheduler=not no_scheduler, announce=announce))
 
 
 # -- enqueue ----------------------------------------------------------------------------
@@ -358,22 +494,57 @@ def _json_arg(text: str, flag: str, kind: type, what: str) -> Any:
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "skipped"]), help="Only jobs in this state.")
 @click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @click.option("--task", "task_name", help="Only jobs of this task.")
+@click.option("--queue", "queue_name", metavar="NAME", help="Only jobs of this queue.")
 @click.option("--schedule", "schedule_name", help="Only occurrences of this schedule.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of jobs (the keys of jobs show --json).")
 @common_options
 @click.pass_context
 @handle_errors
-def jobs(ctx: click.Context, state: str | None, limit: int, task_name: str | None, schedule_name: str | None, **common: Any) -> None:
-    """List jobs, newest first (or: jobs show|retry|cancel ID)."""
+def jobs(ctx: click.Context, state: str | None, limit: int, task_name: str | None, queue_name: str | None,
+         schedule_name: str | None, as_json: bool, **common: Any) -> None:
+    """List jobs, newest first (or: jobs show|retry|cancel ID).
+
+    DURATION is how long the last attempt ran (so far, for a running job). Below a job with
+    an error, the line of it that says what went wrong (all of it: jobs show ID). Times are
+    UTC."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = common
         return
     app = load_app(**common)
     app.store.check_schema()
-    rows = app.jobs(state, limit, task=task_name, schedule_name=schedule_name)
-    click.echo(table(
-        ["ID", "TASK", "STATE", "QUEUE", "PRI", "ATTEMPTS", "RUN_AT", "SCHEDULE"],
-        [[j.id, j.task, j.state, j.queue, j.priority, f"{j.attempts}/{j.max_attempts}", fmt_time(j.run_at), j.schedule_name] for j in rows],
-    ))
+    rows = app.jobs(state, limit, task=task_name, queue=queue_name, schedule_name=schedule_name)
+    now = app.store.db_now() if any(j.state == "running" for j in rows) else None
+    if as_json:
+        click.echo(json.dumps([_job_json(j, now) for j in rows], indent=2))
+        return
+    width = terminal_width()
+    columns = [Column("ID"), Column("TASK", shrink_to=16), Column("STATE"), Column("QUEUE", shrink_to=8), Column("ATTEMPTS"),
+               Column("RUN_AT"), Column("DURATION")]
+    details = []
+    for j in rows:  # the line of its last error that says what went wrong; a skipped row's reason
+        preview = error_preview(j.last_error)
+        detail = f"last error: {preview}" if preview else f"reason: {j.reason}" if j.state == "skipped" and j.reason else None
+        details.append(truncate(safe(detail), width - 2) if detail else None)
+    click.echo(render_table(columns, [
+        [str(j.id), j.task, j.state, j.queue, f"{j.attempts}/{j.max_attempts}", fmt_time(j.run_at),
+         fmt_duration(_job_duration(j, now))] for j in rows], width=width, details=details))
+
+
+def _job_duration(job: Any, now: datetime | None) -> float | None:
+    """Seconds the job's last attempt ran: to its finish, or to ``now`` while it runs."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at if job.finished_at is not None else now if job.state == "running" else None
+    return None if end is None else (end - job.started_at).total_seconds()
+
+
+def _job_json(job: Any, now: datetime | None) -> dict[str, Any]:
+    """A job as JSON: every field of :class:`~linger_sched.store.Job` by name (times ISO 8601
+    in UTC), and ``duration`` (seconds, as in ``jobs``; null before it ran)."""
+    data = {f.name: iso(v) if isinstance(v := getattr(job, f.name), datetime) else v for f in dataclasses.fields(job)}
+    duration = _job_duration(job, now)
+    data["duration"] = None if duration is None else round(duration, 3)
+    return data
 
 
 def _merged(ctx: click.Context, common: dict[str, Any]) -> dict[str, Any]:
@@ -396,7 +567,7 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
     app = load_app(**_merged(ctx, common))
     app.store.check_schema()
     job = app.get_job(_job_id(job_id))
-    data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in job.__dict__.items()}
+    data = _job_json(job, app.store.db_now() if job.state == "running" else None)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -405,13 +576,17 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool, **common: Any) -> 
         if k == "last_error" and v:
             click.echo(f"{k.ljust(width)}  |")
             for line in str(v).splitlines():
-                click.echo(f"  {line}")
+                click.echo(f"  {safe(line)}")
             continue
         if k == "progress" and v is not None:
             message = data.get("progress_message")
-            click.echo(f"{k.ljust(width)}  {v * 100:.4g}%{f' {message}' if message else ''}")
+            click.echo(f"{k.ljust(width)}  {v * 100:.4g}%{f' {safe(message)}' if message else ''}")
             continue
-        click.echo(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (list, dict)) else ('-' if v is None else v)}")
+        if isinstance(getattr(job, k, None), datetime):
+            v = fmt_time(getattr(job, k))
+        elif k == "duration":
+            v = fmt_duration(v)
+        click.echo(f"{k.ljust(width)}  {json.dumps(v) if isinstance(v, (list, dict)) else ('-' if v is None else safe(v))}")
 
 
 def _job_id(job_id: int) -> int:
@@ -482,42 +657,130 @@ jobs.command("retry")(_job_action("retry", "queued again", "Queue a failed, canc
 jobs.command("cancel")(_job_action("cancel", "cancelled", "Cancel a queued job, or ask a running one to stop."))
 
 
+# -- retention --------------------------------------------------------------------------
+@main.command()
+@click.option("--older-than", default="7d", show_default=True, metavar="DURATION",
+              help="Only jobs that finished at least this long ago (30m, 12h, 7d, 4w).")
+@click.option("--state", "states", multiple=True, type=click.Choice(list(FINISHED_STATES)),
+              help="Only jobs in this state (repeatable; default succeeded and cancelled, as LINGER_KEEP_FINISHED).")
+@click.option("--dry-run", is_flag=True, help="Count the jobs it would delete; delete nothing.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Rows deleted per transaction (short transactions: the table is never locked for long).")
+@common_options
+@handle_errors
+def prune(older_than: str, states: Sequence[str], dry_run: bool, batch_size: int, **common: Any) -> None:
+    """Delete finished jobs that finished --older-than ago or more (retention on demand,
+    beside the automatic LINGER_KEEP_FINISHED), in batches; print how many.
+
+    Queued and running jobs are never deleted; failed and skipped ones only when named with
+    --state. The job counts (status, dashboard) stay exact."""
+    try:
+        age = parse_duration(older_than, field="--older-than").total_seconds()
+    except SpecError as exc:
+        raise ConfigError(f"{exc.message}; got {older_than!r}", key="--older-than") from None
+    if age > MAX_SECONDS:
+        raise ConfigError(f"at most 100 years; got {older_than!r}", key="--older-than")
+    chosen = list(dict.fromkeys(states)) or list(PRUNE_STATES)
+    app = load_app(**common)
+    app.store.check_schema()
+    now = app.store.db_now()  # one cutoff for every batch
+    before = f"finished before {fmt_time(now - timedelta(seconds=age))}"
+    found = {}
+    for st in chosen:  # a batch at a time, in id order: each finished row of the state is read once
+        found[st], after = 0, 0
+        while True:
+            n, last = app.store.prune_after(after, age, now=now, limit=batch_size, state=st, dry_run=dry_run)
+            found[st] += n
+            if last is None:
+                break
+            after = last
+    per_state = ", ".join(f"{st} {n}" for st, n in found.items())
+    if dry_run:
+        click.echo(f"would delete {plural(sum(found.values()), 'job')} {before} ({per_state}); nothing deleted (--dry-run)")
+        return
+    logging.getLogger(__name__).info("pruned %d jobs: %s", sum(found.values()), per_state,
+                                     extra={"action": "prune", "deleted": found})
+    click.echo(f"deleted {plural(sum(found.values()), 'job')} {before} ({per_state})")
+
+
 # -- schedules --------------------------------------------------------------------------
 @main.group(invoke_without_command=True)
-@click.option("--next", "next_n", type=click.IntRange(1, 1000), default=3, show_default=True, help="How many next fire times to show.")
+@click.option("--next", "next_n", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="How many next fire times to show (one per line).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (stable keys; times ISO 8601 in each schedule's zone).")
 @common_options
 @click.pass_context
 @handle_errors
-def schedules(ctx: click.Context, next_n: int, **common: Any) -> None:
-    """List schedules (or: schedules pause|resume|trigger|add|remove NAME)."""
+def schedules(ctx: click.Context, next_n: int, as_json: bool, **common: Any) -> None:
+    """List schedules (or: schedules pause|resume|trigger|add|remove NAME).
+
+    One schedule per row: its state, next fire time(s) and the outcome of its last run, with
+    a line below saying when it fires, when it last ran, its task (when not named like the
+    schedule) and whether it was added at runtime. Times are in the schedule's zone."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = common
         return
     app = load_app(**common)
     app.store.check_schema()
     infos = app.schedules(next_n)
+    if as_json:
+        click.echo(json.dumps([_schedule_json(s) for s in infos], indent=2))
+        return
     if not infos:
         click.echo("no schedules (they are written when a node with a scheduler starts: linger-sched run)")
         return
-    rows = []
+    width = terminal_width()
+    rows, details = [], []
     for s in infos:
-        if not s.enabled:
-            state = "disabled (not declared)" if s.disabled_reason == "not declared" else "disabled"
-        elif s.paused:
-            state = "paused"
-        else:
-            state = "error" if s.error is not None else "active"
-        last = f"{fmt_time(s.last_run_at, s.tz)} {s.last_state or ''}".strip() if s.last_run_at else "-"
-        nxt = ", ".join(fmt_time(t, s.tz) for t in s.next_runs) or "-"
+        nxt = [fmt_time(t, s.tz) for t in _next_runs(s)] or ["-"]
         if s.error is not None and s.retry_at is not None:
-            nxt = f"retry {fmt_time(s.retry_at, s.tz)}"
-        rows.append([s.name, s.task, s.description, s.tz, nxt, last, s.source, state])
-    click.echo(table(["NAME", "TASK", "WHEN", "TZ", "NEXT", "LAST", "SOURCE", "STATE"], rows))
+            nxt = [f"retry {fmt_time(s.retry_at, s.tz)}"]
+        rows.append([s.name, _schedule_state(s), nxt, s.last_state or "-"])
+        detail = [s.description]
+        if s.last_run_at is not None:
+            detail.append(f"last run {fmt_time(s.last_run_at, s.tz)}")
+        if s.task != s.name:
+            detail.append(f"task {s.task}")
+        if s.source != "declared":
+            detail.append(f"added at {s.source}")
+        if not s.enabled and s.disabled_reason:
+            detail.append("disabled: no live node declares it" if s.disabled_reason == "not declared"
+                          else f"disabled ({s.disabled_reason})")
+        details.append("; ".join(detail))
+    columns = [Column("NAME", shrink_to=16, wrap=True), Column("STATE"), Column("NEXT"), Column("LAST", shrink_to=6)]
+    click.echo(render_table(columns, rows, width=width, details=details))
     failing = [s for s in infos if s.error is not None]
     if failing:
         click.echo("")
         for s in failing:  # the others keep firing; a changed definition or pause + resume clears it
-            click.echo(f"{s.name}: error since {fmt_time(s.error_since)}, retried at {fmt_time(s.retry_at)}: {s.error}")
+            text = (f"{s.name}: error since {fmt_time(s.error_since, s.tz)}, retried at {fmt_time(s.retry_at, s.tz)}: "
+                    f"{error_preview(s.error)}")
+            click.echo("\n  ".join(wrap(safe(text), width - 2)))
+
+
+def _schedule_state(s: Any) -> str:
+    """active, paused, error or disabled (a schedule no live node declares is disabled too)."""
+    if not s.enabled:
+        return "disabled"
+    if s.paused:
+        return "paused"
+    return "error" if s.error is not None else "active"
+
+
+def _next_runs(s: Any) -> list[datetime]:
+    """The fire times to come: none while paused or disabled (a resumed schedule starts from
+    its first fire time after the resume)."""
+    return [] if s.paused or not s.enabled else list(s.next_runs)
+
+
+def _schedule_json(s: Any) -> dict[str, Any]:
+    return {
+        "name": s.name, "task": s.task, "spec": s.spec, "description": s.description, "tz": s.tz, "source": s.source,
+        "state": _schedule_state(s), "enabled": s.enabled, "paused": s.paused, "disabled_reason": s.disabled_reason,
+        "next_runs": [iso(t, s.tz) for t in _next_runs(s)], "last_run_at": iso(s.last_run_at, s.tz),
+        "last_state": s.last_state, "error": s.error, "error_since": iso(s.error_since, s.tz),
+        "retry_at": iso(s.retry_at, s.tz),
+    }
 
 
 def _schedule_action(action: str) -> Callable[..., None]:
@@ -661,46 +924,87 @@ def validate(path: str | None, no_import: bool, imports: Sequence[str], config: 
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (stable keys; times ISO 8601 with offset).")
 @common_options
 @handle_errors
 def status(as_json: bool, **common: Any) -> None:
-    """The leader, the nodes and their heartbeats, and job counts by state."""
+    """The leader, the nodes and their heartbeats (lost: none for node_lost_after), and job
+    counts by state."""
     app = load_app(**common)
     app.store.check_schema()
     st = app.status()
-    hashes = {n.registry_hash for n in st.nodes if "scheduler" in n.roles}
+    live = [n for n in st.nodes if not st.is_lost(n)]
+    hashes = {n.registry_hash for n in live if "scheduler" in n.roles}
+    states = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
     if as_json:
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+        lease = st.leader
         click.echo(json.dumps({
-            "leader": None if st.leader is None else {"node": st.leader.holder, "epoch": st.leader.epoch,
-                                                      "expires_at": st.leader.expires_at.isoformat(), "valid": st.leader.expires_at > st.db_now},
+            "db_now": iso(st.db_now),
+            "leader": None if lease is None else {
+                "node": lease.holder, "epoch": lease.epoch, "state": st.leader_state, "expires_at": iso(lease.expires_at),
+                "valid": st.leader_state == "held"},
             "nodes": [{"id": n.id, "host": n.host, "pid": n.pid, "roles": n.roles, "registry": n.registry_hash,
-                       "heartbeat_at": n.heartbeat_at.isoformat()} for n in st.nodes],
-            "jobs": st.counts, "registries_differ": len(hashes) > 1,
-            "schedule_errors": [{"name": r.name, "error": r.error, "since": r.error_since and r.error_since.isoformat(),
-                                 "retry_at": r.next_run_at and r.next_run_at.isoformat()} for r in st.schedule_errors],
+                       "version": n.version, "started_at": iso(n.started_at), "heartbeat_at": iso(n.heartbeat_at),
+                       "heartbeat_age": round((st.db_now - n.heartbeat_at).total_seconds(), 3), "lost": st.is_lost(n)}
+                      for n in st.nodes],
+            "node_lost_after": st.node_lost_after,
+            "jobs": {k: st.counts.get(k, 0) for k in states}, "registries_differ": len(hashes) > 1,
+            "schedule_errors": [{"name": r.name, "error": r.error, "since": iso(r.error_since), "retry_at": iso(r.next_run_at)}
+                                for r in st.schedule_errors],
         }, indent=2))
         return
-    if st.leader is None:
+    lease = st.leader
+    if lease is None:
         click.echo("leader: none yet")
-    elif st.leader.expires_at > st.db_now:
-        click.echo(f"leader: {st.leader.holder} (epoch {st.leader.epoch}, lease valid until {fmt_time(st.leader.expires_at)})")
-    else:  # released at a clean shutdown, or its node died: nobody leads until a scheduler takes over
-        click.echo(f"leader: none (last was {st.leader.holder}, epoch {st.leader.epoch}; "
-                   f"its lease EXPIRED at {fmt_time(st.leader.expires_at)})")
-    click.echo(f"nodes: {len(st.nodes)}")
+    elif st.leader_state == "held":
+        click.echo(f"leader: {lease.holder} (epoch {lease.epoch}, lease valid until {fmt_time(lease.expires_at)})")
+    elif st.leader_state == "released":  # a clean shutdown: a peer with a scheduler takes over on its next tick
+        click.echo(f"leader: none (last was {lease.holder}, epoch {lease.epoch}; it released the lease at "
+                   f"{fmt_time(lease.expires_at)} when it stopped)")
+    else:  # its node died or hangs: a peer takes over now that the lease expired
+        click.echo(f"leader: none (last was {lease.holder}, epoch {lease.epoch}; its lease expired at "
+                   f"{fmt_time(lease.expires_at)} without a renewal)")
+    lost = len(st.nodes) - len(live)
+    click.echo(f"nodes: {len(st.nodes)}" + (f" ({lost} lost: no heartbeat for more than {st.node_lost_after:g}s)" if lost else ""))
     if st.nodes:
-        click.echo(table(["NODE", "ROLES", "REGISTRY", "STARTED", "HEARTBEAT"],
-                         [[n.id, n.roles, n.registry_hash, fmt_time(n.started_at), f"{(st.db_now - n.heartbeat_at).total_seconds():.0f}s ago"] for n in st.nodes]))
+        click.echo(table(["NODE", "ROLES", "STATE", "REGISTRY", "STARTED", "HEARTBEAT"],
+                         [[n.id, n.roles, "LOST" if st.is_lost(n) else "live", n.registry_hash, fmt_time(n.started_at),
+                           f"{(st.db_now - n.heartbeat_at).total_seconds():.0f}s ago"] for n in st.nodes]))
     if len(hashes) > 1:
         click.echo("warning: scheduler nodes run different task/schedule registries (see REGISTRY)")
-    counts = ", ".join(f"{k} {st.counts.get(k, 0)}" for k in ("queued", "running", "succeeded", "failed", "cancelled", "skipped"))
+    counts = ", ".join(f"{k} {st.counts.get(k, 0)}" for k in states)
     click.echo(f"jobs: {counts}")
     if st.schedule_errors:
         click.echo(f"schedules in error: {len(st.schedule_errors)} (the others keep firing; see linger-sched schedules)")
         for r in st.schedule_errors:
             first_line = (r.error or "").strip().splitlines()[0] if (r.error or "").strip() else ""
             click.echo(f"  {r.name}: since {fmt_time(r.error_since)}, retried at {fmt_time(r.next_run_at)}: {first_line[:200]}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON, with each check's details.")
+@common_options
+@handle_errors
+def health(as_json: bool, **common: Any) -> None:
+    """Check the whole installation: a leader, no overdue schedule, the nodes' heartbeats,
+    stuck jobs, the failure rate and the queue age. Exit status 0 healthy, 1 degraded,
+    2 unhealthy (also when the database cannot be read)."""
+    app = load_app(**common)
+    report = app.health()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(details=True), indent=2))
+        sys.exit(report.exit_code)
+    when = f" at {fmt_time(report.checked_at)}" if report.checked_at is not None else ""
+    click.echo(f"{report.status.upper()}{when}")
+    click.echo(table(["CHECK", "STATUS", "MESSAGE"],
+                     [[c.name, c.status if c.status == "healthy" else c.status.upper(), c.message] for c in report.checks]))
+    for c in report.checks:
+        if c.details.get("error"):  # the driver's words: shown here, not on /healthz
+            click.echo(f"{c.name}: {mask_url(str(c.details['error']))}", err=True)
+    sys.exit(report.exit_code)
 
 
 # -- dashboard --------------------------------------------------------------------------

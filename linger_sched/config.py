@@ -41,6 +41,12 @@ class Settings:
     auto_install: bool | None = None
     # a task's result (as JSON) larger than this is not stored (the job succeeds; a WARNING says so)
     result_max_bytes: int = 64 * 1024
+    # health (docs/operations.md, "Health checks"): a node whose last heartbeat is older than this is
+    # lost (nodes heartbeat every 10 s, or every third of this when it is shorter)
+    node_lost_after: float = 30.0
+    health_window: float = 900.0  # the failure rate is over the jobs finished this long back
+    health_max_failure_rate: float = 0.5  # degraded above this share of failed jobs in the window
+    health_max_queue_age: float = 300.0  # degraded when a due job waited longer than this
 
     def __post_init__(self) -> None:
         check(self)
@@ -64,6 +70,10 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "LINGER_KEEP_FINISHED": ("keep_finished", _DURATION),
     "LINGER_CLOCK_OFFSET": ("clock_offset", float),
     "LINGER_RESULT_MAX_BYTES": ("result_max_bytes", int),
+    "LINGER_NODE_LOST_AFTER": ("node_lost_after", _DURATION),
+    "LINGER_HEALTH_WINDOW": ("health_window", _DURATION),
+    "LINGER_HEALTH_MAX_FAILURE_RATE": ("health_max_failure_rate", "rate"),
+    "LINGER_HEALTH_MAX_QUEUE_AGE": ("health_max_queue_age", _DURATION),
 }
 
 
@@ -77,10 +87,21 @@ def parse_queues(value: Any, where: str = "queues") -> tuple[str, ...] | None:
     return out
 
 
+def parse_rate(raw: Any) -> float:
+    """A share: a number from 0 to 1, or a percentage (``"25%"``)."""
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        return float(raw.strip()[:-1]) / 100.0
+    return float(raw)
+
+
 def _coerce(name: str, kind: Any, raw: Any, where: str) -> Any:
     try:
         if kind == "queues":
             return parse_queues(raw, where)
+        if kind == "rate":
+            value = parse_rate(raw)
+            check_value(name, value, where)
+            return value
         if kind == _DURATION:
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 value = float(raw)
@@ -130,7 +151,8 @@ def resolve(
     return replace(Settings(), **values)  # checked by Settings itself
 
 
-_POSITIVE = ("poll_interval", "tick_interval", "lease_ttl", "renew_interval", "job_lease_ttl", "rescue_interval")
+_POSITIVE = ("poll_interval", "tick_interval", "lease_ttl", "renew_interval", "job_lease_ttl", "rescue_interval",
+             "node_lost_after", "health_window", "health_max_queue_age")
 _SECONDS = (*_POSITIVE, "shutdown_grace", "misfire_threshold", "keep_finished")
 
 
@@ -160,6 +182,9 @@ def check_value(name: str, value: Any, where: str | None = None) -> None:
     elif name == "result_max_bytes":
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_RESULT_BYTES:
             raise ConfigError(f"must be an integer number of bytes from 1 to {MAX_RESULT_BYTES}, got {value!r}", key=key)
+    elif name == "health_max_failure_rate":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"must be a share from 0 to 1 (or a percentage such as '25%'), got {value!r}", key=key)
     elif name == "auto_install" and value is not None and not isinstance(value, bool):
         raise ConfigError(f"must be true, false or None, got {value!r}", key=key)
 

@@ -124,7 +124,7 @@ class Hooks:
         for fn in (*hooks.get(event.name, ()), *hooks.get("*", ())):
             try:
                 fn(event)
-            except BaseException as exc:  # noqa: BLE001 - a hook never affects the job (SystemExit included)
+            except BaseException as exc:
                 log.error("event hook %s for %s failed: %s: %s", getattr(fn, "__qualname__", fn), event.name,
                           type(exc).__name__, exc, exc_info=True,
                           extra={"action": "hook_error", "event": event.name, "job_id": event.job_id,

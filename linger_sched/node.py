@@ -14,11 +14,14 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .clock import backoff
 from .errors import StoreError
+from .events import Event
+from .health import SchedulerWatch
+from .scheduler import LEADER
 
 if TYPE_CHECKING:
     from .app import Linger
@@ -83,6 +86,10 @@ class Node:
         self._grace: float | None = None
         self._hand_back_running = True
         self._drained = False
+        # told (action, details) of a shutdown that waits for jobs, a forced one and a burst's
+        # end, besides the log record (the CLI prints them): see Linger.run
+        self.announce: Callable[[str, dict[str, Any]], object] | None = None
+        self._started_at: float | None = None  # monotonic
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -93,6 +100,7 @@ class Node:
         thread of its own watches them (a node inside a host process; ``Linger.run`` calls
         :meth:`supervise` from its main loop instead)."""
         app = self.app
+        self._started_at = app.clock.monotonic()
         app.store.check_schema()
         roles = ",".join(r for r, on in (("scheduler", self.scheduler), ("worker", self.worker)) if on)
         app.store.register_node(
@@ -110,10 +118,14 @@ class Node:
             if app.store.can_listen:
                 self._spawn("linger-listen", self._listen, self._work_stop)
         self._spawn("linger-housekeeping", self._housekeeping, self._work_stop)
+        self._spawn("linger-watch", self._watch, self._work_stop)
         if supervise:
             threading.Thread(target=self._supervise_main, name="linger-supervisor", daemon=True).start()
         log.info("node %s started (%s) on %s", app.node_id, roles,
-                 app.store.display_url, extra={"action": "node_started"})
+                 app.store.display_url, extra={"action": "node_started", "node": app.node_id, "roles": roles})
+        if app.hooks.wanted("node_started"):
+            app.hooks.emit(Event("node_started", app.node_id, at=app.clock.now(),
+                                 data={"roles": roles, "host": socket.gethostname(), "pid": os.getpid()}))
 
     def _spawn(self, name: str, target: Callable[[threading.Event], object], stop: threading.Event) -> None:
         loop = self.loops[name] = _Loop(name, target, stop)
@@ -157,7 +169,8 @@ class Node:
 
     def _housekeeping(self, stop: threading.Event) -> None:
         app = self.app
-        every = 10.0
+        # the heartbeat: often enough that a live node is never taken for lost (node_lost_after)
+        every = max(0.5, min(10.0, app.settings.node_lost_after / 3))
         failures = 0
         while not (app.clock.wait(every, stop) if not app.clock.authoritative else stop.wait(every)):
             try:
@@ -172,6 +185,24 @@ class Node:
                 failures += 1
                 log.error("housekeeping failed: %s", exc, exc_info=not isinstance(exc, StoreError),
                           extra={"action": "housekeeping_error"})
+                stop.wait(backoff(failures, base=1.0, cap=every))
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Every node watches the scheduler: schedules overdue while some node holds the lease
+        are logged once per incident (:class:`~linger_sched.health.SchedulerWatch`)."""
+        app = self.app
+        watch = SchedulerWatch(app.node_id, app.new_scheduler_settings().threshold, lease=LEADER)
+        every = watch.interval
+        failures = 0
+        while not (app.clock.wait(every, stop) if not app.clock.authoritative else stop.wait(every)):
+            try:
+                watch.poll(app.store, now=app.clock.store_now())
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if failures == 1:  # once per outage: the other loops log the database's errors
+                    log.warning("watching the scheduler failed: %s", exc, exc_info=not isinstance(exc, StoreError),
+                                extra={"action": "watch_error"})
                 stop.wait(backoff(failures, base=1.0, cap=every))
 
     # -- supervision --------------------------------------------------------------------
@@ -216,6 +247,7 @@ class Node:
         self._grace, self._hand_back_running = grace, hand_back_running
         self.stopping.set()
         app = self.app
+        waiting = self._tell_waiting(grace)
         app._fire_halt()
         self._sched_stop.set()
         self._work_stop.set()
@@ -227,6 +259,10 @@ class Node:
             limit = app.clock.monotonic() + (app.settings.shutdown_grace if grace is None else grace) + 30.0
             while worker_loop.thread.is_alive() and app.clock.monotonic() < limit:
                 worker_loop.thread.join(0.1)
+                if waiting and self.force.is_set():
+                    waiting = False
+                    self._tell("shutdown_forced", "second signal: not waiting for the running jobs any more",
+                               {"hand_back": hand_back_running})
             if worker_loop.thread.is_alive():
                 log.error("the worker did not finish draining in time", extra={"action": "drain_timeout"})
             elif not self._drained:  # the worker loop had died: drain here, no one else writes
@@ -242,6 +278,49 @@ class Node:
         try:
             app.store.remove_node(app.node_id)
         except Exception as exc:  # noqa: BLE001
-            log.warning("could not remove node %s: %s", app.node_id, exc)
-        log.info("node %s stopped", app.node_id, extra={"action": "node_stopped"})
+            log.warning("could not remove node %s: %s", app.node_id, exc, extra={"action": "node_remove_error"})
+        log.info("node %s stopped", app.node_id, extra={"action": "node_stopped", "node": app.node_id})
+        if app.hooks.wanted("node_stopped"):
+            app.hooks.emit(Event("node_stopped", app.node_id, at=app.clock.now(), reason=self.failed,
+                                 data={"forced": self.force.is_set()}))
+        if self.burst and self.worker is not None:
+            self._tell_burst()
         return self.force.is_set() or self.failed is not None
+
+    def _tell(self, action: str, message: str, details: dict[str, Any], level: int = logging.WARNING) -> None:
+        """Log ``message`` with ``action`` and ``details`` in the record, and pass them to
+        :attr:`announce` (a failing callback is logged, never raised: the node stops all the same)."""
+        log.log(level, "%s", message, extra={"action": action, **details})
+        if self.announce is not None:
+            try:
+                self.announce(action, details)
+            except Exception as exc:  # noqa: BLE001
+                log.error("announcing %s failed: %r", action, exc, extra={"action": "announce_error"})
+
+    def _tell_waiting(self, grace: float | None) -> bool:
+        """On a stop with jobs running: say which (id, task, for how long), how long at most
+        the node waits for them, and that a second signal forces. Returns whether it did."""
+        if self.worker is None or self.force.is_set():
+            return False
+        running = self.worker.running_jobs()
+        if not running:
+            return False
+        limit = self.worker.settings.shutdown_grace if grace is None else grace
+        jobs = [{"id": job_id, "task": task, "running_for": round(seconds, 3)} for job_id, task, seconds in running]
+        self._tell("shutdown_wait",
+                   f"stopping: waiting up to {limit:g}s for {len(jobs)} running job(s) "
+                   f"({', '.join(str(j['id']) for j in jobs[:20])}{', ...' if len(jobs) > 20 else ''}); "
+                   "a second signal stops at once",
+                   {"jobs": jobs, "job_ids": [j["id"] for j in jobs], "grace": limit, "hand_back": self._hand_back_running})
+        return True
+
+    def _tell_burst(self) -> None:
+        """A burst worker's end: what the jobs it ran came to, and how long it took."""
+        assert self.worker is not None
+        t = self.worker.tally
+        elapsed = self.app.clock.monotonic() - (self._started_at or self.app.clock.monotonic())
+        counts = {"ran": t.ran, "succeeded": t.succeeded, "failed": t.failed, "retried": t.retried, "cancelled": t.cancelled}
+        self._tell("burst_summary",
+                   f"burst done: ran {t.ran} job(s): {t.succeeded} succeeded, {t.failed} failed, {t.retried} to retry, "
+                   f"{t.cancelled} cancelled, in {elapsed:.3f}s",
+                   {**counts, "elapsed": round(elapsed, 3)}, level=logging.INFO)

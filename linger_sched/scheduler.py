@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from .clock import Clock, backoff
 from .errors import ConfigError, LingerError, ScheduleStateError, SpecError, StoreError
+from .events import Event, Hooks
 from .registry import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, ScheduleDef, TaskDef, build_schedule
 from .specs import CronSpec, IntervalSpec, parse_spec
 from .store import Lease, Occurrence, Plan, ScheduleRow, Store, decode_args, encode_args
@@ -466,7 +467,8 @@ def resume_plan(row: ScheduleRow, now: datetime) -> tuple[Plan | None, datetime 
         occ = missed(row, now, "paused: not run while the schedule was paused")
         nxt = spec_from_row(row).next_after(now)
     except Exception as exc:  # noqa: BLE001 - an unreadable row: unpause it; the tick marks it
-        log.warning("schedule %s: cannot compute what its pause missed: %s", row.name, exc)
+        log.warning("schedule %s: cannot compute what its pause missed: %s", row.name, exc,
+                    extra={"action": "resume_error", "schedule": row.name})
         return None, None
     return (record(row, occ, nxt) if occ is not None else None), nxt
 
@@ -526,9 +528,11 @@ class Scheduler:
         clock: Clock | None = None,
         settings: SchedulerSettings | None = None,
         task_defaults: Callable[[str], dict[str, Any]] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
+        self.hooks = hooks if hooks is not None else Hooks()  # events: occurrence_*, leader_*
         self.clock = clock or Clock()
         self.settings = settings or SchedulerSettings()
         self.task_defaults = task_defaults or (lambda name: {})
@@ -780,27 +784,40 @@ class Scheduler:
             lease = self.store.acquire_lease(LEADER, self.node_id, s.lease_ttl, now=self.clock.store_now())
         except LingerError as exc:
             log.warning("could not renew the leader lease: %s", exc, extra={"action": "lease_error"})
+            if was and not self.is_leader():  # trusted no longer: another node may lead by now
+                log.warning("lost the leader lease: it could not be renewed in time", extra={"action": "lease_lost"})
+                self._set_lease(None, f"it could not be renewed in time: {exc}")
             return self.is_leader()
         self._last_renew = started
         if lease is None:
             if was:
                 log.warning("lost the leader lease", extra={"action": "lease_lost"})
-                self._set_lease(None)
+                self._set_lease(None, "another node holds it")
             return False
         # Trust the lease until the renewal *started* + TTL, less a margin for clock rates.
         self._trusted_until = started + s.lease_ttl * 0.9
         if not was or (self.lease and self.lease.epoch != lease.epoch):
+            if was and self.lease is not None:  # another node led in between
+                self._lost(self.lease, f"another node led meanwhile (epoch {self.lease.epoch}, now {lease.epoch})")
             log.info("became leader (epoch %s)", lease.epoch, extra={"action": "lease_acquired", "epoch": lease.epoch})
             self._set_lease(lease)
         self.lease = lease
         return True
 
-    def _set_lease(self, lease: Lease | None) -> None:
-        self.lease = lease
+    def _set_lease(self, lease: Lease | None, reason: str | None = None) -> None:
+        old, self.lease = self.lease, lease
         if lease is None:
             self._trusted_until = -1e18
         if self.on_leadership:
             self.on_leadership(lease is not None, lease)
+        if lease is not None and self.hooks.wanted("leader_acquired"):
+            self.hooks.emit(Event("leader_acquired", self.node_id, at=self.clock.now(), epoch=lease.epoch))
+        elif lease is None and old is not None:
+            self._lost(old, reason)
+
+    def _lost(self, old: Lease, reason: str | None) -> None:
+        if self.hooks.wanted("leader_lost"):
+            self.hooks.emit(Event("leader_lost", self.node_id, at=self.clock.now(), epoch=old.epoch, reason=reason))
 
     def resign(self) -> None:
         """Release the lease so a peer takes over on its next tick (clean shutdown)."""
@@ -809,8 +826,8 @@ class Scheduler:
                 self.store.release_lease(LEADER, self.node_id, now=self.clock.store_now())
                 log.info("released the leader lease", extra={"action": "lease_released"})
             except LingerError as exc:
-                log.warning("could not release the leader lease: %s", exc)
-            self._set_lease(None)
+                log.warning("could not release the leader lease: %s", exc, extra={"action": "lease_release_error"})
+            self._set_lease(None, "released")
 
     # -- the tick -----------------------------------------------------------------------
     def tick(self) -> TickReport:
@@ -854,6 +871,7 @@ class Scheduler:
             failed.extend((rows[p.name], exc) for p, exc in rejected)
             marked = sum(self._mark(row, exc, at) for row, exc in failed)
             report.failed += marked
+            want_created, want_skipped = self.hooks.wanted("occurrence_created"), self.hooks.wanted("occurrence_skipped")
             for p in plans:
                 if p.name not in applied:
                     continue
@@ -862,12 +880,19 @@ class Scheduler:
                     if o.state == "skipped":
                         report.skipped += 1
                         log.warning("schedule %s: %s skipped (%s)", p.name, o.scheduled_for.isoformat(), o.reason,
-                                    extra={"action": "occurrence_skipped", "schedule": p.name})
+                                    extra={"action": "occurrence_skipped", "schedule": p.name, "task": p.task,
+                                           "scheduled_for": o.scheduled_for, "reason": o.reason,
+                                           "occurrences": o.occurrences})
+                        if want_skipped:
+                            self._emit_occurrence("occurrence_skipped", p, o, now)
                     else:
                         report.jobs += 1
                         if debug:
                             log.debug("schedule %s: occurrence %s materialized", p.name, o.scheduled_for.isoformat(),
-                                      extra={"action": "materialized", "schedule": p.name})
+                                      extra={"action": "materialized", "schedule": p.name, "task": p.task,
+                                             "scheduled_for": o.scheduled_for})
+                        if want_created:
+                            self._emit_occurrence("occurrence_created", p, o, now)
             if report.jobs and self.on_materialized is not None:
                 self.on_materialized(report.jobs)
             if not applied and not marked:
@@ -887,6 +912,13 @@ class Scheduler:
         if first is not None and not stuck:
             report.wait = max(0.0, min(self.settings.tick_interval, (first - now - lead).total_seconds()))
         return report
+
+    def _emit_occurrence(self, name: str, p: Plan, o: Occurrence, now: datetime) -> None:
+        """``occurrence_created`` or ``occurrence_skipped``, after the commit; ``data``:
+        ``occurrences``, how many fire times the row stands for (a coalesced run, a skipped
+        range)."""
+        self.hooks.emit(Event(name, self.node_id, at=now, task=p.task, queue=p.queue, schedule=p.name,
+                              scheduled_for=o.scheduled_for, reason=o.reason, data={"occurrences": o.occurrences}))
 
     def _materialize(self, plans: Sequence[Plan]) -> tuple[set[str], list[tuple[Plan, BaseException]]]:
         """Commit ``plans``; when the database rejects the batch's values, find the plans it

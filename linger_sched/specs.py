@@ -170,6 +170,15 @@ def _star(text: str) -> bool:
     return text[:1] in ("*", "?")
 
 
+def _even_step(values: list[int], count: int) -> int | None:
+    """``s`` when ``values`` are 0, s, 2s, ... splitting ``count`` evenly with ``s > 1``
+    (every 15 minutes, every 6 hours), else None."""
+    if len(values) < 2 or values[0] != 0 or count % len(values):
+        return None
+    step = count // len(values)
+    return step if values == list(range(0, count, step)) else None
+
+
 class CronSpec:
     """A 5-field cron expression evaluated in an IANA zone (see the module doc for DST)."""
 
@@ -459,28 +468,35 @@ class CronSpec:
         """English, e.g. ``"at 09:30 on Monday through Friday"`` or ``"every 15 minutes"``."""
         m, h, dom, mon, dow = self._fields
         mins, hours = self._minutes, self._hours
-        step = re.fullmatch(r"[*?0]/([0-9]+)", m)
-        if _star(m) and _star(h) and "/" not in m + h:
+        # by the values a field matches, not its text: "*/1" is "*", "*/60" is minute 0
+        all_hours = len(hours) == 24
+        every_m, every_h = _even_step(mins, 60), _even_step(hours, 24)
+        if len(mins) == 60 and all_hours:
             out = "every minute"
-        elif step and _star(h) and "/" not in h and 60 % int(step.group(1)) == 0:
-            out = f"every {int(step.group(1))} minutes"
-        elif len(mins) == 1 and h in ("*", "?"):
-            out = "every hour" if mins[0] == 0 else f"every hour at minute {mins[0]}"
-        elif not _star(h) and len(mins) * len(hours) <= 4:
+        elif every_m and all_hours:
+            out = f"every {every_m} minutes"
+        elif len(mins) == 1 and (all_hours or every_h):
+            out = "every hour" if all_hours else f"every {every_h} hours"
+            out += "" if mins[0] == 0 else f" at minute {mins[0]}"
+        elif not all_hours and len(mins) * len(hours) <= 4:
             out = "at " + _join([f"{hh:02d}:{mm:02d}" for hh in hours for mm in mins])
         else:
-            out = f"at minute {m} past " + ("every hour" if h in ("*", "?") else f"hour {h}")
+            out = f"at minute {m} past " + ("every hour" if all_hours else f"hour {h}")
+        # a day field that begins with * and matches every day is no condition (the OR rule
+        # is decided by the text: see _and_rule)
+        any_dom = _star(dom) and self._dom == set(range(1, 32))
+        any_dow = _star(dow) and self._dow == set(range(7))
         days = []
-        if dom not in ("*", "?"):
+        if not any_dom:
             items = [self._dom_item(x) for x in dom.split(",")]
             days.append("on " + _join(items) + " of the month")
-        if dow not in ("*", "?"):
+        if not any_dow:
             days.append("on " + _join([self._dow_item(x) for x in dow.split(",")], "or"))
         if days:
             out += " " + (" and " if self._and_rule else " or ").join(days)
-        if not _star(mon) or "/" in mon:
+        if len(self._months) < 12:
             out += " in " + _join([_MONTH_NAMES[x] for x in self._months])
-        elif not days and out.startswith("at "):
+        elif not days and out.startswith("at ") and not all_hours:
             out += " every day"
         return out + ("" if self.tz == "UTC" else f" ({self.tz})")
 

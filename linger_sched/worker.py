@@ -19,14 +19,16 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from . import tracing
 from .clock import Clock, backoff, sleep
 from .errors import JobArgumentsError, JobCancelled, StoreError, UnknownTaskError
+from .events import Event, Hooks
 from .registry import Registry
 from .store import Claimed, Store, decode_args
-from .store.rows import encode_result, progress_value
+from .store.rows import Rescued, encode_result, progress_value
 from .store.store import DONE_NOTIFY_EVERY
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class _Control:
             self._pending = False
         except Exception as exc:  # noqa: BLE001 - progress is advice: the task goes on
             log.warning("could not store the progress of job %s (%s): %s; trying again later", job.id, job.task, exc,
-                        extra={"action": "progress_error", "job_id": job.id})
+                        extra=_about(job, "progress_error"))
 
     # -- cancellation ---------------------------------------------------------------------
     def request_cancel(self) -> bool:
@@ -201,6 +203,21 @@ class Report:
 
 
 @dataclass
+class Tally:
+    """What the attempts this worker finished came to (``linger-sched worker --burst`` ends
+    with it). Counted when an outcome is written, on the worker's loop thread."""
+
+    succeeded: int = 0
+    failed: int = 0  # failed for good (max_attempts reached, or not retryable)
+    retried: int = 0  # failed attempts queued again for a retry
+    cancelled: int = 0
+
+    @property
+    def ran(self) -> int:
+        return self.succeeded + self.failed + self.retried + self.cancelled
+
+
+@dataclass
 class _Outcome:
     job: Claimed
     ok: bool
@@ -211,6 +228,7 @@ class _Outcome:
     progress: tuple[float, str | None] | None = None  # the last progress, not written yet
     cancelled: bool = False  # the job ends cancelled (error says why)
     cancel_requested: bool = False  # a failure is then final: a cancelled job is not retried
+    retry_in: float | None = None  # a failure queued again: seconds to its next attempt (set when written)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -230,6 +248,25 @@ class _Held:
 
 
 _PACKAGE_DIR = __file__.rsplit("/", 1)[0]
+
+
+def _about(job: Claimed, action: str, **more: Any) -> dict[str, Any]:
+    """The ``extra`` of a log record about ``job``: its action, id, task and attempt."""
+    return {"action": action, "job_id": job.id, "task": job.task, "attempt": job.attempts, **more}
+
+
+def _final(o: _Outcome) -> bool:
+    """Whether a failed attempt ends the job (``failed``): a cancel was requested, the error
+    is not retryable, or no attempt is left."""
+    return o.cancel_requested or not (o.retryable and o.job.attempts < o.job.max_attempts)
+
+
+def _event(name: str, node_id: str, at: datetime | None, o: _Outcome, **fields: Any) -> Event:
+    """The event of a stored outcome."""
+    j = o.job
+    return Event(name, node_id, at=at, job_id=j.id, task=j.task, queue=j.queue, attempt=j.attempts,
+                 max_attempts=j.max_attempts, schedule=j.schedule_name, scheduled_for=j.scheduled_for,
+                 duration=o.duration, **fields)
 
 
 def _format_error(exc: BaseException) -> str:
@@ -314,10 +351,13 @@ class Worker:
         clock: Clock | None = None,
         settings: WorkerSettings | None = None,
         rng: random.Random | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.node_id = node_id
+        self.hooks = hooks if hooks is not None else Hooks()  # events: job_started, job_succeeded, ...
+        self._tracer: Any = None  # OpenTelemetry's tracer when a provider is configured (read per claim)
         self.clock = clock or Clock()
         self.settings = settings or WorkerSettings()
         self.rng = rng or random.Random()
@@ -343,6 +383,7 @@ class Worker:
         self._heartbeat_stop = threading.Event()
         self._heartbeat_wake = threading.Event()  # a heartbeat now (a cancel was requested here)
         self._lock = threading.Lock()
+        self.tally = Tally()
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -414,7 +455,7 @@ class Worker:
             if h.job.id in wanted and h.control.request_cancel():
                 log.info("job %s (%s): cancel requested; %s", h.job.id, h.job.task,
                          "cancelling its coroutine" if h.control._task is not None else "the task sees cancel_requested",
-                         extra={"action": "cancel_requested", "job_id": h.job.id})
+                         extra=_about(h.job, "cancel_requested"))
         for h in holds:
             h.control.flush_progress()
         return n
@@ -424,6 +465,14 @@ class Worker:
         this process): the heartbeat thread wakes, or the next :meth:`run_once` heartbeats."""
         self._last_heartbeat = -1e18
         self._heartbeat_wake.set()
+
+    def running_jobs(self) -> list[tuple[int, str, float]]:
+        """``(job id, task, seconds it has run)`` of each attempt running here now, the
+        longest running first (what a shutdown waits for)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            running = [(h.job.id, h.job.task, now - h.started) for h in self._running.values() if h.started is not None]
+        return sorted(running, key=lambda r: -r[2])
 
     def holds(self, job_id: int) -> bool:
         """Whether this worker holds an attempt of job ``job_id``."""
@@ -481,12 +530,9 @@ class Worker:
         self._check_timeouts()
         if mono - self._last_rescue >= self.settings.rescue_interval:
             self._last_rescue = mono
-            for job_id, dead, state in self.store.rescue(now=self.clock.store_now()):
+            for r in self.store.rescue_jobs(now=self.clock.store_now()):
                 report.rescued += 1
-                log.warning(
-                    "rescued job %s from dead node %s: now %s", job_id, dead, state,
-                    extra={"action": "rescue", "job_id": job_id, "node": dead},
-                )
+                self._rescued(r)
         capacity = self.capacity
         free = capacity - self.busy
         # while every thread is busy, refill only when a quarter of the capacity is free:
@@ -495,6 +541,8 @@ class Worker:
             jobs = self.store.claim(self.node_id, self.settings.queues, free, ttl, now=self.clock.store_now(),
                                     ahead=self.lead_time)
             report.claimed = len(jobs)
+            if jobs:
+                self._tracer = tracing.tracer()
             claimed = self.clock.monotonic()
             for job in jobs:
                 early = 0.0
@@ -514,6 +562,8 @@ class Worker:
         a plain function's ``timeout`` is not enforced (the caller's thread cannot be left)."""
         jobs = self.store.claim(self.node_id, self.settings.queues, limit, self.settings.job_lease_ttl,
                                 now=self.clock.store_now())
+        if jobs:
+            self._tracer = tracing.tracer()
         for job in jobs:
             with self._lock:
                 self._running[(job.id, job.attempts)] = _Held(job, _Control(self, job))
@@ -563,7 +613,7 @@ class Worker:
             try:
                 self._execute(job)
             except BaseException as exc:
-                log.exception("internal error running job %s", job.id, extra={"action": "internal_error", "job_id": job.id})
+                log.exception("internal error running job %s (%s)", job.id, job.task, extra=_about(job, "internal_error"))
                 self._report(_Outcome(job, False, f"internal error in the worker: {exc!r}", 0.0))
             finally:
                 with self._lock:
@@ -590,8 +640,12 @@ class Worker:
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s %s started (attempt %s/%s)", job.id, job.task, job.attempts, job.max_attempts,
-                      extra={"action": "started", "job_id": job.id})
+                      extra=_about(job, "started"))
+        if self.hooks.wanted("job_started"):
+            self._emit_started(job)
+        span = tracing.start_job(job, self._tracer)  # None unless OpenTelemetry is installed and configured
         ok, error, retryable, cancelled = False, None, True, False
+        failure: BaseException | None = None
         result: Any = None
         try:
             problem = malformed(job)
@@ -610,7 +664,9 @@ class Worker:
                 _current.reset(token)
             if inspect.isawaitable(result):
                 if not here:
-                    self._run_async(job, result, context, start, task.timeout)
+                    tracing.detach(span)  # the coroutine's own context makes it current; ended when it ends
+                    handed, span = span, None
+                    self._run_async(job, result, context, start, task.timeout, handed)
                     return
                 result = _await_here(result, context, task.timeout)
             if result is False:
@@ -618,17 +674,20 @@ class Worker:
             else:
                 ok = True
         except JobCancelled as exc:
-            error, cancelled = _cancelled(job, exc), True
+            error, cancelled, failure = _cancelled(job, exc), True, exc
         except UnknownTaskError as exc:
-            error, retryable = f"{exc}; the job was not run", False
+            error, retryable, failure = f"{exc}; the job was not run", False, exc
         except JobArgumentsError as exc:
-            error, retryable = f"{exc}; the job was not run", False
+            error, retryable, failure = f"{exc}; the job was not run", False, exc
         except _TimedOut as exc:
-            error = str(exc)
+            error, failure = str(exc), exc
         except BaseException as exc:  # noqa: BLE001 - a task's failure must never kill the worker
-            error = _format_error(exc)
+            error, failure = _format_error(exc), exc
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 error = f"interrupted: {exc!r}"
+        if span is not None:
+            late = ok and held.timed_out  # ran past its timeout: the attempt is recorded as failed
+            tracing.end_job(span, ok and not late, "timed out (ran past its task's timeout)" if late else error, failure)
         outcome = _Outcome(job, ok, error, self.clock.monotonic() - start, retryable, cancelled=cancelled)
         if ok and result is not None:
             outcome.result = self._stored_result(job, result)
@@ -649,16 +708,17 @@ class Worker:
             text = encode_result(value)
         except (TypeError, ValueError, RecursionError) as exc:
             log.warning("job %s (%s) succeeded, but its result is not JSON-serializable (%s): not stored",
-                        job.id, job.task, exc, extra={"action": "result_not_stored", "job_id": job.id})
+                        job.id, job.task, exc, extra=_about(job, "result_not_stored"))
             return None
         if len(text) > self.settings.result_max_bytes:  # ASCII: characters are bytes
             log.warning("job %s (%s) succeeded, but its result is %d bytes of JSON, more than result_max_bytes "
                         "(%d; LINGER_RESULT_MAX_BYTES): not stored", job.id, job.task, len(text),
-                        self.settings.result_max_bytes, extra={"action": "result_not_stored", "job_id": job.id})
+                        self.settings.result_max_bytes, extra=_about(job, "result_not_stored"))
             return None
         return text
 
-    def _run_async(self, job: Claimed, awaitable: Awaitable[Any], context: JobContext, start: float, timeout: float | None) -> None:
+    def _run_async(self, job: Claimed, awaitable: Awaitable[Any], context: JobContext, start: float, timeout: float | None,
+                   span: tuple[Any, Any] | None = None) -> None:
         """Run a coroutine task on the worker's event loop; its outcome is reported when it has
         really ended (``timeout`` cancels it, and a cancelled coroutine is waited for)."""
         import asyncio
@@ -669,6 +729,7 @@ class Worker:
 
         async def attempt() -> Any:
             _current.set(context)  # this task's own context: current_job() works inside it
+            tracing.use_span(span)  # ... and the attempt's span is the current span
             if not control.bind_async(asyncio.get_running_loop(), asyncio.current_task()):
                 close = getattr(awaitable, "close", None)
                 if close is not None:
@@ -682,25 +743,29 @@ class Worker:
             close = getattr(awaitable, "close", None)
             if close is not None:
                 close()
+            tracing.end_job(span, False, "worker shut down before the coroutine started", detached=True)
             self._report(_Outcome(job, False, "worker shut down before the coroutine started", 0.0))
             return
         future = asyncio.run_coroutine_threadsafe(attempt(), self._ensure_loop())
 
         def done(f: Any) -> None:
             ok, error, cancelled, result = False, None, False, None
+            failure: BaseException | None = None
             try:
                 result = f.result()
                 ok = result is not False
                 error = None if ok else "task returned False"
-            except TimeoutError:  # asyncio.TimeoutError is TimeoutError since Python 3.11
-                error = f"timed out after {timeout:g}s"
+            except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since Python 3.11
+                error, failure = f"timed out after {timeout:g}s", exc
             except JobCancelled as exc:
-                error, cancelled = _cancelled(job, exc), True
+                error, cancelled, failure = _cancelled(job, exc), True, exc
             except BaseException as exc:  # noqa: BLE001 - includes CancelledError at shutdown
+                failure = exc
                 if control.cancelled and isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)):
                     error, cancelled = _cancelled(job, None), True  # our task.cancel(): the coroutine has ended
                 else:
                     error = _format_error(exc)
+            tracing.end_job(span, ok, error, failure, detached=True)
             outcome = _Outcome(job, ok, error, self.clock.monotonic() - start, cancelled=cancelled)
             if ok and result is not None:
                 outcome.result = self._stored_result(job, result)
@@ -728,7 +793,7 @@ class Worker:
                 held.timed_out = True
                 log.warning(
                     "job %s (%s) timed out after %gs; it keeps its lock until its thread returns, then fails",
-                    held.job.id, held.job.task, task.timeout, extra={"action": "timed_out", "job_id": held.job.id},
+                    held.job.id, held.job.task, task.timeout, extra=_about(held.job, "timed_out"),
                 )
             else:
                 nearest = min(nearest, held.started + task.timeout - now)
@@ -753,13 +818,13 @@ class Worker:
                 held = self._running.get(o.key)
                 if held is None:  # handed back at shutdown while it ran: not ours to record
                     log.warning("job %s (%s) attempt %s finished after it was handed back; result discarded",
-                                o.job.id, o.job.task, o.job.attempts, extra={"action": "late_result", "job_id": o.job.id})
+                                o.job.id, o.job.task, o.job.attempts, extra=_about(o.job, "late_result"))
                     continue
                 if held.timed_out:
                     task = self.registry.tasks.get(o.job.task)
                     limit = task.timeout if task and task.timeout else 0.0
                     log.warning("job %s (%s) returned %.1fs after it started, past its %gs timeout; result discarded",
-                                o.job.id, o.job.task, o.duration, limit, extra={"action": "late_result", "job_id": o.job.id})
+                                o.job.id, o.job.task, o.duration, limit, extra=_about(o.job, "late_result"))
                     if not o.cancelled:
                         o = replace(o, ok=False, error=f"timed out after {limit:g}s", result=None)
                 fresh.append(o)
@@ -770,8 +835,9 @@ class Worker:
             return 0
         return self._record(fresh)
 
-    def _finish(self, outcomes: list[_Outcome]) -> None:
-        """Write ``outcomes`` in one transaction (raises what the store raises)."""
+    def _finish(self, outcomes: list[_Outcome]) -> set[int]:
+        """Write ``outcomes`` in one transaction (raises what the store raises); returns the ids
+        of the jobs whose outcome was not written because a peer rescued them meanwhile."""
         ok = [o for o in outcomes if o.ok]
         failed: list[tuple[int, str, float | None]] = []
         cancelled: list[tuple[int, str]] = []
@@ -788,8 +854,8 @@ class Worker:
                 cancelled.append((o.job.id, o.error or "cancelled"))
                 continue
             # a cancel was requested: a failure is not retried
-            last = o.cancel_requested or not (o.retryable and o.job.attempts < o.job.max_attempts)
-            failed.append((o.job.id, o.error or "failed", None if last else self.retry_delay(o.job)))
+            o.retry_in = None if _final(o) else self.retry_delay(o.job)
+            failed.append((o.job.id, o.error or "failed", o.retry_in))
         # every failure is written for its own attempt only (one row, by primary key); a success
         # too when this node holds another attempt of the same job (a batch of successes is one
         # UPDATE, which a row-value IN list would slow down for nothing in the common case)
@@ -802,26 +868,34 @@ class Worker:
                                                  queues={o.job.id: o.job.queue for o in outcomes},
                                                  results=results or None, progress=progress or None,
                                                  cancelled=cancelled)
-        for job_id in lost_ok + lost_failed:
-            log.warning("job %s was rescued by another node before its outcome was recorded", job_id,
-                        extra={"action": "lost_lease", "job_id": job_id})
+        lost = set(lost_ok) | set(lost_failed)
+        for o in outcomes:
+            if o.job.id in lost:
+                log.warning("job %s (%s) was rescued by another node before the outcome of attempt %s was recorded",
+                            o.job.id, o.job.task, o.job.attempts, extra=_about(o.job, "lost_lease"))
+        return lost
 
     def _record(self, outcomes: list[_Outcome]) -> int:
         """Write outcomes; one that cannot be written is isolated from the rest. Returns how
-        many were written (an outcome that failed for a passing reason is kept for later)."""
-        written: list[_Outcome] = []
+        many were written (an outcome that failed for a passing reason is kept for later).
+        Then logs each outcome as it was stored, and emits its event."""
+        written: list[_Outcome] = []  # dealt with: no longer held
+        stored: list[_Outcome] = []  # ... and what the database now says of each (for logs, events)
         try:
-            self._finish(outcomes)
+            lost = self._finish(outcomes)
             written = outcomes
+            stored = [o for o in outcomes if o.job.id not in lost] if lost else outcomes
         except Exception as exc:  # noqa: BLE001 - never lose the other outcomes to one bad row
-            if len(outcomes) > 1 and not self.store.is_transient(exc):
-                log.warning("could not record %d job outcomes together (%s); writing them one by one",
-                            len(outcomes), exc, extra={"action": "outcome_error"})
+            if len(outcomes) == 1 or not self.store.is_transient(exc):
+                if len(outcomes) > 1:
+                    log.warning("could not record %d job outcomes together (%s); writing them one by one",
+                                len(outcomes), exc, extra={"action": "outcome_error"})
                 for o in outcomes:
-                    if self._record_one(o):
+                    done, as_stored = self._record_one(o)
+                    if done:
                         written.append(o)
-            elif self._record_one(outcomes[0]) if len(outcomes) == 1 else False:
-                written = outcomes
+                    if as_stored is not None:
+                        stored.append(as_stored)
             else:
                 self._keep_unwritten(outcomes, exc)
         with self._lock:
@@ -829,40 +903,54 @@ class Worker:
                 self._running.pop(o.key, None)
         if written:
             self._write_failures = 0
-        self._log_outcomes(written)
+        if stored:
+            self._count_outcomes(stored)
+            self._outcomes_stored(stored)
         return len(written)
 
-    def _record_one(self, o: _Outcome) -> bool:
+    def _count_outcomes(self, outcomes: list[_Outcome]) -> None:
+        """Add stored outcomes to :attr:`tally` (the burst summary)."""
+        t = self.tally
+        for o in outcomes:
+            if o.ok:
+                t.succeeded += 1
+            elif o.cancelled:
+                t.cancelled += 1
+            elif _final(o):
+                t.failed += 1
+            else:
+                t.retried += 1
+
+    def _record_one(self, o: _Outcome) -> tuple[bool, _Outcome | None]:
         """Write one outcome alone; if the database refuses it, write a failure that says so
-        instead. False when it must be retried later (the database is unreachable)."""
+        instead. Returns (dealt with, the outcome as stored or None when nothing was): not
+        dealt with when it must be retried later (the database is unreachable)."""
         try:
-            self._finish([o])
-            return True
+            return True, (None if self._finish([o]) else o)
         except Exception as exc:  # noqa: BLE001
             if self.store.is_transient(exc):
                 self._keep_unwritten([o], exc)
-                return False
+                return False, None
             if o.result is not None or o.progress is not None:
                 # the database refuses the result (or progress) the outcome carries: the outcome
                 # itself is still true and stored, without them
                 log.warning("job %s (%s): its result or progress cannot be stored (%s): recorded without them",
-                            o.job.id, o.job.task, exc, extra={"action": "result_not_stored", "job_id": o.job.id})
+                            o.job.id, o.job.task, exc, extra=_about(o.job, "result_not_stored"))
                 return self._record_one(replace(o, result=None, progress=None))
             log.error("the outcome of job %s (%s) cannot be stored: %s", o.job.id, o.job.task, exc,
-                      extra={"action": "outcome_error", "job_id": o.job.id})
+                      extra=_about(o.job, "outcome_error"))
             fallback = _Outcome(o.job, False, f"the attempt's outcome could not be stored: {type(exc).__name__}: {exc}",
                                 o.duration, o.retryable, cancel_requested=o.cancel_requested)
             try:
-                self._finish([fallback])
-                return True
+                return True, (None if self._finish([fallback]) else fallback)
             except Exception as again:  # noqa: BLE001
                 if self.store.is_transient(again):
                     self._keep_unwritten([o], again)
-                    return False
+                    return False, None
                 # nothing about this job can be written: let its lock expire (it is then
                 # rescued and counted as a failed attempt) rather than stall every other job
-                log.error("giving up on job %s: %s", o.job.id, again, extra={"action": "outcome_lost", "job_id": o.job.id})
-                return True
+                log.error("giving up on job %s (%s): %s", o.job.id, o.job.task, again, extra=_about(o.job, "outcome_lost"))
+                return True, None
 
     def _keep_unwritten(self, outcomes: list[_Outcome], exc: BaseException) -> None:
         # The job keeps its lock (the heartbeat extends it) while its outcome waits: an outcome
@@ -872,29 +960,69 @@ class Worker:
         delay = backoff(self._write_failures, base=0.05, cap=2.0)
         self._write_retry_at = self.clock.monotonic() + delay
         log.warning("could not record %d job outcome(s) (%s); retrying in %.2fs", len(outcomes), exc,
-                    delay, extra={"action": "outcome_retry"})
+                    delay, extra={"action": "outcome_retry", "job_ids": [o.job.id for o in outcomes[:100]]})
 
-    def _log_outcomes(self, outcomes: list[_Outcome]) -> None:
-        debug = log.isEnabledFor(logging.DEBUG)
+    def _outcomes_stored(self, outcomes: list[_Outcome]) -> None:
+        """Log each stored outcome (a success at INFO, one short line) and emit its event
+        (``job_succeeded``, ``job_retried``, ``job_failed``, ``job_cancelled``). Cheap when no
+        one listens: the events nobody wants are never built."""
+        hooks = self.hooks
+        want = {name: hooks.wanted(name) for name in ("job_succeeded", "job_retried", "job_failed", "job_cancelled")}
+        emit = any(want.values())
+        at = self.clock.now() if emit else None
+        info = log.isEnabledFor(logging.INFO)
         for o in outcomes:
             j = o.job
             if o.ok:
-                if debug:
-                    log.debug("job %s %s succeeded (attempt %s, ran %.3fs)", j.id, j.task, j.attempts, o.duration,
-                              extra={"action": "succeeded", "job_id": j.id})
+                if info:
+                    log.info("job %s %s succeeded in %.3fs (attempt %s)", j.id, j.task, o.duration, j.attempts,
+                             extra={"action": "succeeded", "job_id": j.id, "task": j.task, "attempt": j.attempts,
+                                    "queue": j.queue, "duration": o.duration})
+                if want["job_succeeded"]:
+                    hooks.emit(_event("job_succeeded", self.node_id, at, o))
                 continue
             if o.cancelled:
                 log.info("job %s %s cancelled (attempt %s, ran %.3fs)", j.id, j.task, j.attempts, o.duration,
-                         extra={"action": "cancelled", "job_id": j.id})
+                         extra=_about(j, "cancelled", queue=j.queue, duration=o.duration))
+                if want["job_cancelled"]:
+                    hooks.emit(_event("job_cancelled", self.node_id, at, o, reason=o.error))
                 continue
             lines = (o.error or "").strip().splitlines()
             first_line = lines[-1][:500] if lines else ""
-            will_retry = o.retryable and j.attempts < j.max_attempts and not o.cancel_requested
+            final = _final(o)
             log.warning(
                 "job %s %s %s (attempt %s/%s, ran %.3fs): %s", j.id, j.task,
-                "failed, will retry" if will_retry else "failed for good", j.attempts, j.max_attempts,
-                o.duration, first_line, extra={"action": "retry" if will_retry else "failed", "job_id": j.id},
+                "failed for good" if final else "failed, will retry", j.attempts, j.max_attempts,
+                o.duration, first_line,
+                extra=_about(j, "failed" if final else "retry", queue=j.queue, duration=o.duration, error=first_line),
             )
+            if final and want["job_failed"]:
+                reason = ("cancel requested" if o.cancel_requested else "not retryable" if not o.retryable
+                          else "no attempt left")
+                hooks.emit(_event("job_failed", self.node_id, at, o, error=o.error, reason=reason))
+            elif not final and want["job_retried"]:
+                retry_at = at + timedelta(seconds=o.retry_in) if at is not None and o.retry_in else at
+                hooks.emit(_event("job_retried", self.node_id, at, o, error=o.error, retry_at=retry_at))
+
+    def _emit_started(self, job: Claimed) -> None:
+        """``job_started``, on the job's thread, before its task runs."""
+        now = self.clock.now()
+        delay = (now - job.run_at).total_seconds() if isinstance(job.run_at, datetime) else None
+        self.hooks.emit(Event("job_started", self.node_id, at=now, job_id=job.id, task=job.task, queue=job.queue,
+                              attempt=job.attempts, max_attempts=job.max_attempts, schedule=job.schedule_name,
+                              scheduled_for=job.scheduled_for, delay=delay))
+
+    def _rescued(self, r: Rescued) -> None:
+        """Log a job taken back from a dead node, and emit ``job_rescued``."""
+        log.warning("rescued job %s (%s, attempt %s) from dead node %s: now %s", r.id, r.task, r.attempts, r.node,
+                    r.state, extra={"action": "rescue", "job_id": r.id, "task": r.task, "attempt": r.attempts,
+                                    "queue": r.queue, "node": r.node, "state": r.state})
+        if self.hooks.wanted("job_rescued"):
+            self.hooks.emit(Event("job_rescued", self.node_id, at=self.clock.now(), job_id=r.id, task=r.task,
+                                  queue=r.queue, attempt=r.attempts, max_attempts=r.max_attempts,
+                                  schedule=r.schedule_name, error=r.error,
+                                  reason=f"lease expired: node {r.node} stopped heartbeating",
+                                  data={"node": r.node, "state": r.state}))
 
     def retry_delay(self, job: Claimed) -> float:
         """Exponential backoff with jitter: base * 2**(attempt-1) * U(0.75, 1.25), capped at 1 day."""
@@ -1007,12 +1135,13 @@ class Worker:
             left = [key for key, held in self._running.items() if held.started is not None]
         if left and not hand_back_running:
             log.warning("%d job(s) still running after the grace period keep their lock until it expires: %s",
-                        len(left), [k[0] for k in left], extra={"action": "left_running"})
+                        len(left), [k[0] for k in left], extra={"action": "left_running", "job_ids": [k[0] for k in left]})
             left = []
         if left:
             ids = [job_id for job_id, _ in left]
             handed = self.store.hand_back(self.node_id, ids, now=self.clock.store_now())
-            log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, ids, extra={"action": "hand_back"})
+            log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, ids,
+                        extra={"action": "hand_back", "job_ids": ids})
             with self._lock:
                 for key in left:
                     self._running.pop(key, None)

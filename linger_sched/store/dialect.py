@@ -367,6 +367,25 @@ class Dialect:
             return False
         return not os.path.exists(path)
 
+    def missing_directory(self, engine: sa.Engine, *, tables: bool = False) -> str | None:
+        """When the directory of a SQLite file does not exist (the file cannot be created
+        there): what to say, naming both; else None. ``tables``: said to a command that
+        needs the tables (run ``db init`` once the directory exists)."""
+        if not self.is_sqlite or engine.url.query.get("uri"):
+            return None
+        import os
+
+        path = engine.url.database
+        if not path or path == ":memory:":
+            return None
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(directory):
+            return None
+        if tables:
+            return (f"the SQLite database {path} does not exist, nor its directory {directory}: create the "
+                    "directory, then run `linger-sched db init` (or fix the database URL)")
+        return f"cannot open the SQLite database {path}: its directory {directory} does not exist; create it, or fix the database URL"
+
     # -- the database clock -------------------------------------------------------------
     def now(self, plus_seconds: float = 0.0) -> sa.ColumnElement[Any]:
         """The database's current UTC time (plus some seconds), as a SQL expression."""
@@ -715,7 +734,8 @@ class Dialect:
                     for _ in conn.notifies(timeout=0.5):
                         on_notify()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause
-                log.warning("LISTEN on %s failed (%s); retrying in %.1fs", channel, mask_url(str(exc)), delay)
+                log.warning("LISTEN on %s failed (%s); retrying in %.1fs", channel, mask_url(str(exc)), delay,
+                            extra={"action": "listen_error", "channel": channel})
                 stop.wait(delay)
                 delay = min(delay * 2, 10.0)
             finally:
@@ -745,7 +765,7 @@ class Dialect:
                         last = version
                         on_change()
                 except sqlite3.Error as exc:
-                    log.warning("watching %s failed: %s", path, mask_url(str(exc)))
+                    log.warning("watching %s failed: %s", path, mask_url(str(exc)), extra={"action": "watch_file_error"})
                     conn = None
                     stop.wait(1.0)
                 stop.wait(every)

@@ -129,6 +129,8 @@ class Job:
     progress: float | None = None  # 0..1, as the task last reported it (current_job().set_progress)
     progress_message: str | None = None
     cancel_requested: bool = False  # app.cancel() / `jobs cancel` of the job while it ran
+    # schema 6
+    trace_context: str | None = None  # W3C traceparent of the span that enqueued it (OpenTelemetry)
 
     @classmethod
     def from_row(cls, row: sa.Row[Any] | Mapping[str, Any]) -> Job:
@@ -149,7 +151,7 @@ class Job:
             reason=m["reason"], unique_key=m["unique_key"], created_at=m["created_at"],
             started_at=m["started_at"], finished_at=m["finished_at"], result=decode_result(m["result"]),
             progress=m["progress"], progress_message=m["progress_message"],
-            cancel_requested=bool(m["cancel_requested"]),
+            cancel_requested=bool(m["cancel_requested"]), trace_context=m.get("trace_context"),
         )
 
 
@@ -168,6 +170,7 @@ class Claimed(FromRow):
     scheduled_for: datetime | None
     run_at: datetime
     claimed_at: datetime | None = None  # the database clock when it was claimed (a labelled column)
+    trace_context: str | None = None  # schema 6: the W3C traceparent of the span that enqueued it
 
 
 # the job columns a claim returns (with the claim's now, labelled ``claimed_at``)
@@ -233,6 +236,7 @@ def decode_result(text: str | None) -> Any:
         return text
 
 
+TRACE_CONTEXT_CAP = 255  # characters of jobs.trace_context (a traceparent is 55)
 PROGRESS_MESSAGE_CAP = 500  # characters of a progress message kept (jobs.progress_message)
 
 
@@ -287,6 +291,44 @@ class Lease(FromRow):
     holder: str
     epoch: int
     expires_at: datetime
+    # since when ``holder`` holds it; a release sets it to the release instant, equal to
+    # ``expires_at`` (see Store.release_lease): that is how a release differs from an expiry
+    acquired_at: datetime | None = None
+
+    @property
+    def released(self) -> bool:
+        """Whether its holder gave it back (a clean shutdown) rather than let it expire: a
+        lease that lapses always expires after it was acquired (its TTL is > 0)."""
+        return self.acquired_at is not None and self.expires_at <= self.acquired_at
+
+
+@dataclass(frozen=True)
+class Rescued:
+    """A job :meth:`Store.rescue_jobs <linger_sched.store.Store.rescue_jobs>` took back from a
+    node that stopped heartbeating: the lost attempt (``attempts``) and the state it is now in
+    (``queued`` again, ``failed`` after its last attempt, ``cancelled`` when that was asked)."""
+
+    id: int
+    node: str | None  # the node that held its lock
+    state: str
+    task: str
+    queue: str
+    attempts: int
+    max_attempts: int
+    schedule_name: str | None
+    error: str  # the last_error written
+
+
+@dataclass(frozen=True)
+class LockedJob(FromRow):
+    """A running job as the lock index sees it (Store.expired_locks): who holds it, until when."""
+
+    id: int
+    task: str
+    queue: str
+    attempts: int
+    locked_by: str | None
+    locked_until: datetime | None
 
 
 # -- schedules ------------------------------------------------------------------------

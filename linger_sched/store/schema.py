@@ -73,11 +73,13 @@ def add_missing_columns(conn: sa.Connection, metadata: sa.MetaData, dialect: Dia
     for table, col in missing:
         ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {ddl}")
-        log.info("schema upgrade: added column %s.%s", table.name, col.name)
+        log.info("schema upgrade: added column %s.%s", table.name, col.name,
+                 extra={"action": "schema_upgrade", "table": table.name, "column": col.name})
     for table, col in widen:
         ddl = sa.schema.CreateColumn(col).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} MODIFY COLUMN {ddl}")
-        log.info("schema upgrade: widened column %s.%s", table.name, col.name)
+        log.info("schema upgrade: widened column %s.%s", table.name, col.name,
+                 extra={"action": "schema_upgrade", "table": table.name, "column": col.name})
 
 
 def migrate_jobs(conn: sa.Connection, jobs: sa.Table, prefix: str, dialect: Dialect) -> None:
@@ -102,7 +104,7 @@ def migrate_jobs(conn: sa.Connection, jobs: sa.Table, prefix: str, dialect: Dial
     rename = {} if dialect.partial_indexes else {prefix + old: prefix + new for old, new in same.items()}
     dialect.replace_job_table(conn, jobs, drop_indexes=old_ix, drop_constraints=old_uq,
                               drop_columns=drop_cols, rename_indexes=rename)
-    log.info("schema upgrade: %s moved to partial indexes", jobs.name)
+    log.info("schema upgrade: %s moved to partial indexes", jobs.name, extra={"action": "schema_upgrade", "table": jobs.name})
 
 
 def add_missing_indexes(conn: sa.Connection, metadata: sa.MetaData) -> None:
@@ -114,7 +116,7 @@ def add_missing_indexes(conn: sa.Connection, metadata: sa.MetaData) -> None:
         for ix in table.indexes:
             if ix.name not in have_ix:
                 ix.create(conn)
-                log.info("schema upgrade: added index %s", ix.name)
+                log.info("schema upgrade: added index %s", ix.name, extra={"action": "schema_upgrade", "index": ix.name})
 
 
 def rebuild_partial_indexes(conn: sa.Connection, table: sa.Table, names: list[str], dialect: Dialect) -> None:
@@ -125,4 +127,5 @@ def rebuild_partial_indexes(conn: sa.Connection, table: sa.Table, names: list[st
     for ix in table.indexes:
         if ix.name in names and ix.name in have and dialect.index_is_partial(ix):
             ix.drop(conn)
-            log.info("schema upgrade: dropped index %s, to be rebuilt", ix.name)
+            log.info("schema upgrade: dropped index %s, to be rebuilt", ix.name,
+                     extra={"action": "schema_upgrade", "index": ix.name})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -32,9 +33,11 @@ from .rows import (
     Claimed,
     Job,
     Lease,
+    LockedJob,
     NodeRow,
     Occurrence,
     Plan,
+    Rescued,
     ScheduleRow,
     claim_order,
     clean_error,
@@ -62,6 +65,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# the finished states the automatic prune deletes (LINGER_KEEP_FINISHED); failed and skipped
+# rows are kept for inspection unless an operator prunes them (linger-sched prune --state)
+PRUNE_STATES = ("succeeded", "cancelled")
+
+
+def _prunable(states: Sequence[str]) -> tuple[str, ...]:
+    """``states`` when they are finished states (which alone may be deleted), else ValueError."""
+    out = tuple(dict.fromkeys(states))
+    if not out or not set(out) <= set(FINISHED_STATES):
+        raise ValueError(f"prune deletes finished jobs only: states must be among {', '.join(FINISHED_STATES)}; "
+                         f"got {list(states)!r}")
+    return out
 T = TypeVar("T")
 
 DONE_NOTIFY_EVERY = 0.1  # seconds: a drain's finish batches send at most ten NOTIFYs a second
@@ -200,6 +216,9 @@ class Store:
         if not isinstance(exc, sa.exc.DBAPIError):
             return StoreError(f"{self.dialect.name} error: {mask_url(str(exc))}")
         detail = mask_url(str(exc.orig))
+        missing = self.dialect.missing_directory(self.engine)
+        if missing is not None:  # the driver says only "unable to open database file"
+            return StoreError(missing)
         if self.dialect.is_undefined_table(exc):
             return SchemaError(
                 f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url} "
@@ -307,7 +326,8 @@ class Store:
         job table change (see :func:`.schema.migrate_jobs`: every row is kept); the missing
         columns (and, on MySQL/MariaDB, text columns widened to LONGTEXT; version 5's
         ``jobs.result``, ``progress``, ``progress_message``, ``cancel_requested`` and
-        ``schedules.source``, by ALTER TABLE ADD COLUMN with their defaults); version 4's
+        ``schedules.source``, and version 6's ``jobs.trace_context``, by ALTER TABLE ADD
+        COLUMN with their defaults); version 4's
         rebuilt ``jobs_task_ix`` (PostgreSQL); the missing indexes; version 4's ``counts``
         filled from the finished rows (:meth:`recount`: stop the nodes first); the new
         version number.
@@ -341,6 +361,9 @@ class Store:
 
         Reads: as :meth:`schema_version`. Writes: nothing. Locks: nothing. Clock: none."""
         version = self.schema_version()
+        missing = self.dialect.missing_directory(self.engine, tables=True) if version is None else None
+        if missing is not None:
+            raise SchemaError(missing)
         if version is None:
             raise SchemaError(
                 f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url}; "
@@ -398,7 +421,7 @@ class Store:
                 "run_at": run_at if run_at is not None else self._now(now, row.get("delay") or 0.0),
                 "created_at": self._now(now),
             }
-            for extra in ("schedule_name", "scheduled_for", "reason"):
+            for extra in ("schedule_name", "scheduled_for", "reason", "trace_context"):
                 if row.get(extra) is not None:
                     v[extra] = row[extra]
             return v
@@ -873,10 +896,16 @@ class Store:
         return sum(counted.values())
 
     def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[int, str | None, str]]:
+        """:meth:`rescue_jobs`, returning ``(id, dead node, new state)`` for each rescued job.
+
+        Reads: Writes: Locks: Clock: as :meth:`rescue_jobs`."""
+        return [(r.id, r.node, r.state) for r in self.rescue_jobs(now, limit)]
+
+    def rescue_jobs(self, now: datetime | None = None, limit: int = 1000) -> list[Rescued]:
         """Jobs ``running`` whose lease expired (their node died): back to ``queued`` at once,
         or ``failed`` when that was the last attempt, or ``cancelled`` when a cancel was
-        requested. The lost attempt counts. Returns ``(id, dead node, new state)`` for each
-        rescued job.
+        requested. The lost attempt counts. Returns a :class:`Rescued` (id, dead node, new
+        state, task, queue, the lost attempt, ...) for each rescued job.
 
         Reads: up to ``limit`` running rows with ``locked_until < now`` (``jobs_running_ix``).
         Writes: their ``state``, ``run_at`` or ``finished_at``, ``last_error``, and clears
@@ -887,13 +916,13 @@ class Store:
         j = self.t.jobs
         expired = (state_is(j.c.state, "running"), j.c.locked_until < self._now(now))  # jobs_running_ix
 
-        def run(conn: sa.Connection) -> list[tuple[int, str | None, str]]:
+        def run(conn: sa.Connection) -> list[Rescued]:
             pick = sa.select(j.c.id, j.c.locked_by, j.c.attempts, j.c.max_attempts, j.c.queue,
-                             j.c.cancel_requested).where(*expired).limit(limit)
+                             j.c.cancel_requested, j.c.task, j.c.schedule_name).where(*expired).limit(limit)
             rows = list(conn.execute(self.dialect.skip_locked(pick)))
             out = []
             counted: Counter[tuple[str, str]] = Counter()
-            for job_id, holder, attempts, max_attempts, queue, asked in rows:
+            for job_id, holder, attempts, max_attempts, queue, asked, task, schedule in rows:
                 last = attempts >= max_attempts
                 state = "cancelled" if asked else "failed" if last else "queued"
                 lost = f"lease expired: node {holder} stopped heartbeating during attempt {attempts}"
@@ -908,7 +937,8 @@ class Store:
                 else:
                     v["run_at"] = self._now(now)
                 if conn.execute(sa.update(j).where(j.c.id == job_id, *expired).values(v)).rowcount:
-                    out.append((job_id, holder, state))
+                    out.append(Rescued(job_id, holder, state, task, queue, attempts, max_attempts, schedule,
+                                       v["last_error"]))
                     if state != "queued":
                         counted[queue, state] += 1
             self._count(conn, counted)
@@ -917,6 +947,30 @@ class Store:
             if counted:
                 self.dialect.notify(conn, self.done_channel)
             return out
+
+        return self._tx(run)
+
+    def expired_locks(
+        self, older_than: float, now: datetime | None = None, limit: int = 20, cap: int = 10_000,
+    ) -> tuple[int, list[LockedJob]]:
+        """``(how many, the first limit)`` of the ``running`` jobs whose lock expired more
+        than ``older_than`` seconds before ``now``, longest expired first: jobs that no worker
+        rescued (every worker rescues expired locks every few seconds, :meth:`rescue`). The
+        count stops at ``cap``.
+
+        Reads: the range of ``jobs_running_ix`` before ``now - older_than`` (at most ``cap``
+        entries), then ``limit`` rows. Writes: nothing. Locks: nothing. Clock: ``now`` or the
+        database clock."""
+        j = self.t.jobs
+        where = (state_is(j.c.state, "running"), j.c.locked_until < self._now(now, -older_than))  # jobs_running_ix
+        some = sa.select(j.c.id).where(*where).limit(max(1, int(cap))).subquery("expired")
+        count = sa.select(sa.func.count()).select_from(some)
+        cols = [j.c[f.name] for f in dataclasses.fields(LockedJob)]
+        first = sa.select(*cols).where(*where).order_by(j.c.locked_until).limit(max(1, int(limit)))
+
+        def run(conn: sa.Connection) -> tuple[int, list[LockedJob]]:
+            n = int(conn.execute(count).scalar_one())
+            return n, (LockedJob.from_rows(conn.execute(first)) if n else [])
 
         return self._tx(run)
 
@@ -1221,6 +1275,49 @@ class Store:
         )
         return {(q, st): int(n) for q, st, n in self._tx(lambda c: list(c.execute(stmt))) if n}
 
+    def earliest_queued(
+        self, queues: Sequence[str], now: datetime | None = None, *, max_priorities: int = 32,
+    ) -> tuple[dict[str, datetime], datetime]:
+        """``({queue: earliest run_at of its queued jobs}, the store's now)`` for each of
+        ``queues`` that has a queued job (due or not): the age of a queue's oldest due job is
+        ``now - run_at`` when that is positive (Prometheus metrics).
+
+        Reads: per queue, ``jobs_queued_ix`` (in (priority, run_at) order within a queue) by a
+        loose index scan driven from here: one seek per distinct priority of the queue's jobs,
+        each reading one entry (the first run_at of the next priority), so its cost does not
+        grow with the number of jobs queued. (A recursive query does the same in one statement
+        on some databases, but MariaDB reads the whole range of the queue for its correlated
+        ``priority >`` step.) A queue with more than ``max_priorities`` distinct priorities is
+        read whole instead (``min(run_at)`` over its entries). Writes: nothing. Locks: nothing.
+        Clock: returns ``now``, or the database clock read in the same transaction."""
+        j = self.t.jobs
+        queued = state_is(j.c.state, "queued")
+        first = (sa.select(j.c.priority, j.c.run_at).where(queued, j.c.queue == sa.bindparam("q"))
+                 .order_by(j.c.priority, j.c.run_at).limit(1))
+        following = first.where(j.c.priority > sa.bindparam("after"))
+        whole = sa.select(sa.func.min(j.c.run_at)).where(queued, j.c.queue == sa.bindparam("q"))
+
+        def earliest(conn: sa.Connection, queue: str) -> datetime | None:
+            best: datetime | None = None
+            row = conn.execute(first, {"q": queue}).first()
+            for _ in range(max(1, max_priorities)):
+                if row is None:
+                    return best
+                at = self._as_time(row[1])
+                best = at if best is None or at < best else best
+                row = conn.execute(following, {"q": queue, "after": row[0]}).first()
+            if row is None:
+                return best
+            value = conn.execute(whole, {"q": queue}).scalar()  # many priorities: read the queue
+            return None if value is None else self._as_time(value)
+
+        def run(conn: sa.Connection) -> tuple[dict[str, datetime], datetime]:
+            at = self._as_time(conn.execute(sa.select(self._now(now))).scalar_one())
+            found = {q: earliest(conn, q) for q in sorted(set(queues))}
+            return {q: t for q, t in found.items() if t is not None}, at
+
+        return self._tx(run)
+
     def fold_counts(self, limit: int = 50_000) -> int:
         """Fold the oldest ``limit`` rows of ``counts`` into one row per (queue, state), so
         that :meth:`count_by_queue_and_state` sums a few rows; returns how many rows went.
@@ -1382,38 +1479,90 @@ class Store:
         self._tx(run)
         return self.get_job(job_id)
 
-    def prune(self, older_than: float, now: datetime | None = None, limit: int = 10000) -> int:
-        """Delete finished jobs (succeeded, cancelled) that finished more than ``older_than``
-        seconds ago, up to ``limit`` of each state per call; returns how many. Failed and
-        skipped rows are kept for inspection.
+    def prune(
+        self, older_than: float, now: datetime | None = None, limit: int = 10000, *,
+        states: Sequence[str] = PRUNE_STATES,
+    ) -> int:
+        """Delete finished jobs in ``states`` (default :data:`PRUNE_STATES`: succeeded and
+        cancelled, the automatic prune's; any of succeeded, failed, cancelled and skipped,
+        else ``ValueError``) that finished more than ``older_than`` seconds ago, up to
+        ``limit`` of each state per call; returns how many. Queued and running rows are never
+        deleted. (All of them, a batch at a time: :meth:`prune_after`.)
 
         Reads: the ``limit`` oldest rows of each state (by id, through ``jobs_done_ix``), so a
         call costs O(limit) whatever the history holds; rows finish in about id order, and
         one that finished late is left for a later call. Writes: deletes those among them
-        that finished before the cutoff; ``counts``. Locks: the deleted rows (row locks of the DELETE).
-        Clock: ``now`` or the database clock (the cutoff)."""
-        j = self.t.jobs
-        cutoff = self._now(now, -older_than)
-        picks = []
-        for state in ("succeeded", "cancelled"):
-            oldest = sa.select(j.c.id, j.c.finished_at, j.c.queue).where(self._finished(state)).order_by(j.c.id).limit(limit)
-            sq = oldest.subquery()
-            picks.append((state, sa.select(sq.c.id, sq.c.queue).where(sq.c.finished_at < cutoff)))
+        that finished before the cutoff; ``counts``. Locks: the deleted rows (row locks of
+        the DELETE). Clock: ``now`` or the database clock (the cutoff)."""
+        picks = [(state, self._prune_pick(state, older_than, now, limit)) for state in _prunable(states)]
 
         def run(conn: sa.Connection) -> int:
             groups: dict[tuple[str, str], list[int]] = {}
             for state, pick in picks:
-                for job_id, queue in conn.execute(pick):
-                    groups.setdefault((queue, state), []).append(job_id)
-            counted: Counter[tuple[str, str]] = Counter()
-            for (queue, state), ids in groups.items():  # by queue and state: each rowcount is a count
-                for i in range(0, len(ids), 1000):
-                    counted[queue, state] -= conn.execute(
-                        sa.delete(j).where(j.c.id.in_(ids[i:i + 1000]), j.c.state == state)).rowcount
-            self._count(conn, counted)
-            return -sum(counted.values())
+                for job_id, queue, old in conn.execute(pick):
+                    if old:
+                        groups.setdefault((queue, state), []).append(job_id)
+            return self._delete_finished(conn, groups)
 
         return self._tx(run)
+
+    def prune_after(
+        self, after_id: int, older_than: float, now: datetime | None = None, limit: int = 1000, *, state: str,
+        dry_run: bool = False,
+    ) -> tuple[int, int | None]:
+        """One batch of a complete prune (``linger-sched prune``): of the ``limit`` jobs in
+        finished ``state`` (as :meth:`prune`) with an id above ``after_id``, delete those that
+        finished more than ``older_than`` seconds before ``now`` (``dry_run``: count them).
+        Returns ``(how many, the last id read)``, None for the id when no row was left: the
+        next batch starts after that id, so a run from ``after_id=0`` until None reads each
+        finished row of ``state`` once and misses none. Queued and running rows are never
+        deleted.
+
+        Reads: ``limit`` entries of ``jobs_done_ix`` from ``(state, after_id)`` and their
+        rows. Writes: deletes the old ones; ``counts``. Locks: the deleted rows, in one
+        short transaction per batch. Clock: ``now`` or the database clock (the cutoff)."""
+        (state,) = _prunable([state])
+        pick = self._prune_pick(state, older_than, now, limit, after_id)
+
+        def run(conn: sa.Connection) -> tuple[int, int | None]:
+            rows = list(conn.execute(pick))
+            if not rows:
+                return 0, None
+            old = [(job_id, queue) for job_id, queue, is_old in rows if is_old]
+            last = max(job_id for job_id, _, _ in rows)
+            if dry_run:
+                return len(old), last
+            groups: dict[tuple[str, str], list[int]] = {}
+            for job_id, queue in old:
+                groups.setdefault((queue, state), []).append(job_id)
+            return self._delete_finished(conn, groups), last
+
+        return self._tx(run)
+
+    def _prune_pick(
+        self, state: str, older_than: float, now: datetime | None, limit: int, after_id: int | None = None,
+    ) -> sa.Select[Any]:
+        """``(id, queue, finished before the cutoff)`` of the ``limit`` first jobs in finished
+        ``state`` by id (after ``after_id``): a range of ``jobs_done_ix``."""
+        j = self.t.jobs
+        oldest = sa.select(j.c.id, j.c.finished_at, j.c.queue).where(self._finished(state))
+        if after_id is not None:
+            oldest = oldest.where(j.c.id > after_id)
+        sq = oldest.order_by(j.c.id).limit(max(1, int(limit))).subquery()
+        old = sa.case((sq.c.finished_at < self._now(now, -older_than), 1), else_=0)
+        return sa.select(sq.c.id, sq.c.queue, old)
+
+    def _delete_finished(self, conn: sa.Connection, groups: Mapping[tuple[str, str], list[int]]) -> int:
+        """Delete jobs ``{(queue, state): ids}`` still in that state, counting them out of
+        ``counts``; returns how many went."""
+        j = self.t.jobs
+        counted: Counter[tuple[str, str]] = Counter()
+        for (queue, state), ids in groups.items():  # by queue and state: each rowcount is a count
+            for i in range(0, len(ids), 1000):
+                counted[queue, state] -= conn.execute(
+                    sa.delete(j).where(j.c.id.in_(ids[i:i + 1000]), j.c.state == state)).rowcount
+        self._count(conn, counted)
+        return -sum(counted.values())
 
     # -- schedules ----------------------------------------------------------------------
     def _next_run_at_is(self, conn: sa.Connection, name: str, expected: datetime | None) -> bool | None:
@@ -1471,6 +1620,31 @@ class Store:
         s = self.t.schedules
         stmt = sa.select(s).where(s.c.error.is_not(None)).order_by(s.c.name)
         return ScheduleRow.from_rows(self._tx(lambda c: list(c.execute(stmt))))
+
+    def overdue_schedules(
+        self, older_than: float, now: datetime | None = None, limit: int = 20,
+    ) -> tuple[int, list[ScheduleRow], datetime]:
+        """``(how many, the first limit, now)`` of the enabled, unpaused schedules whose
+        ``next_run_at`` is more than ``older_than`` seconds before ``now``, oldest first: the
+        occurrences a live leader should have written by then (health, the nodes' watch of
+        the scheduler). A schedule in error is not among them (its ``next_run_at`` is its
+        retry instant): see :meth:`schedule_errors`.
+
+        Reads: the range of ``schedules_due_ix`` before ``now - older_than``, twice (count,
+        then the first ``limit`` rows): its cost grows with the overdue schedules only.
+        Writes: nothing. Locks: nothing. Clock: ``now``, or the database clock read in the
+        same transaction (returned)."""
+        s = self.t.schedules
+
+        def run(conn: sa.Connection) -> tuple[int, list[ScheduleRow], datetime]:
+            at = now if now is not None else conn.execute(sa.select(self._now(None))).scalar_one()
+            where = (s.c.enabled == sa.true(), s.c.paused == sa.false(), s.c.next_run_at < self._now(at, -older_than))
+            n = int(conn.execute(sa.select(sa.func.count()).select_from(s).where(*where)).scalar_one())
+            rows = ScheduleRow.from_rows(conn.execute(
+                sa.select(s).where(*where).order_by(s.c.next_run_at).limit(max(1, int(limit))))) if n else []
+            return n, rows, at
+
+        return self._tx(run)
 
     def get_schedule(self, name: str) -> ScheduleRow:
         """The schedule ``name``; :class:`ScheduleNotFoundError` when there is none.
@@ -1932,14 +2106,22 @@ class Store:
 
     def release_lease(self, name: str, holder: str, now: datetime | None = None) -> bool:
         """Expire ``holder``'s lease at once so a peer takes over on its next tick; returns
-        whether ``holder`` held it.
+        whether ``holder`` held it. The lease is marked released: ``acquired_at`` and
+        ``expires_at`` both become the release instant (:attr:`Lease.released`; a lease
+        that lapses always expires after it was acquired).
 
-        Reads: nothing before writing. Writes: the lease's ``expires_at``. Locks: fencing on
-        ``holder`` (another holder's lease is left alone). Clock: ``now`` or the database
-        clock."""
+        Reads: the clock (one instant for both columns). Writes: the lease's ``expires_at``
+        and ``acquired_at``. Locks: fencing on ``holder`` (another holder's lease is left
+        alone). Clock: ``now`` or the database clock."""
         ls = self.t.leases
-        stmt = sa.update(ls).where(ls.c.name == name, ls.c.holder == holder).values(expires_at=self._now(now))
-        return bool(self._tx(lambda c: c.execute(stmt).rowcount))
+
+        def run(conn: sa.Connection) -> bool:
+            at = now if now is not None else conn.execute(sa.select(self._now(None))).scalar_one()
+            stmt = sa.update(ls).where(ls.c.name == name, ls.c.holder == holder).values(
+                expires_at=self._now(at), acquired_at=self._now(at))
+            return bool(conn.execute(stmt).rowcount)
+
+        return self._tx(run)
 
     def get_lease(self, name: str) -> Lease | None:
         """Lease ``name`` as it is stored (held or expired), or None when there is none.

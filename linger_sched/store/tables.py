@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ..errors import ConfigError
 from .dialect import LONG_TEXT, ROW_ID, TextDefault, UTCDateTime, index_include, partial_index
-from .rows import PROGRESS_MESSAGE_CAP
+from .rows import PROGRESS_MESSAGE_CAP, TRACE_CONTEXT_CAP
 
 __all__ = [
     "ACTIVE_STATES", "FINISHED_STATES", "JOB_STATES", "LEGACY_JOB_CONSTRAINTS", "LEGACY_JOB_INDEXES", "LONG_TEXT", "PARTIAL_JOB_INDEX_STATES",
@@ -28,7 +28,9 @@ __all__ = [
 #    queued rows too (PostgreSQL)
 # 5: jobs.result (a task's JSON return value), progress, progress_message, cancel_requested;
 #    schedules.source ('declared' or 'runtime'); added by ALTER TABLE ADD COLUMN, no new index
-SCHEMA_VERSION = 5
+# 6: jobs.trace_context (the W3C traceparent of the span that enqueued the job, for
+#    OpenTelemetry); added by ALTER TABLE ADD COLUMN, no new index
+SCHEMA_VERSION = 6
 
 # The longest table prefix: every table, index and constraint name is the prefix plus at most
 # 31 characters (``jobs_active_schedule_ix`` is 23), within PostgreSQL's 63 and MySQL's 64.
@@ -129,6 +131,9 @@ def build_metadata(prefix: str = "linger_", *, partial_indexes: bool = True) -> 
         sa.Column("progress_message", sa.String(PROGRESS_MESSAGE_CAP)),
         # a cancel of a running job: its worker learns it with the lease extension
         sa.Column("cancel_requested", sa.Boolean(), nullable=False, default=False, server_default=sa.false()),
+        # schema 6, in no index: the traceparent of the enqueuing span (None: none was current,
+        # tracing is off, or a schedule's occurrence); read by a claim, written by an enqueue
+        sa.Column("trace_context", sa.String(TRACE_CONTEXT_CAP)),
         sa.CheckConstraint(
             "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'skipped')",
             name=f"{prefix}jobs_state_ck",

@@ -224,6 +224,7 @@ class LeaderView:
     expires_at: datetime
     valid: bool
     expires_in: float
+    released: bool = False  # given back at a clean shutdown (not expired)
 
 
 @dataclass
@@ -336,7 +337,7 @@ def overview(app: Linger, now: datetime, zone: ZoneInfo, cache: ChartCache | Non
     leader = None
     if lease is not None:
         left = (lease.expires_at - now).total_seconds()
-        leader = LeaderView(lease.holder, lease.epoch, lease.expires_at, left > 0, left)
+        leader = LeaderView(lease.holder, lease.epoch, lease.expires_at, left > 0, left, released=lease.released)
     nodes = []
     for n in store.list_nodes():
         age = max(0.0, (now - n.heartbeat_at).total_seconds())

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, Response, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from .. import health, metrics
 from ..errors import ConfigError, JobNotFoundError, LingerError, ScheduleNotFoundError, StoreError
 from ..registry import build_schedule
 from ..store.dialect import mask_url
@@ -28,6 +29,7 @@ from .security import HEADERS, BasicAuth, Csrf
 
 if TYPE_CHECKING:
     from ..app import Linger
+    from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -130,6 +132,10 @@ def build(
     # -- guards and headers ---------------------------------------------------------------
     @web.before_request
     def guard() -> Any:
+        if request.endpoint == "healthz":
+            # probes carry no credentials; the answer holds statuses and messages only (no
+            # details, no stored text), is read-only, and is computed at most once a second
+            return None
         if auth is not None and not auth(request._get_current_object()):  # type: ignore[attr-defined]
             challenge = getattr(auth, "challenge", None)
             if isinstance(auth, BasicAuth) or challenge:
@@ -462,5 +468,27 @@ def build(
     @web.get("/favicon.ico")
     def favicon() -> Any:
         return web.send_static_file("favicon.svg")
+
+    @web.get("/healthz")
+    def healthz() -> Any:
+        """linger_sched.health.healthz: 200 healthy or degraded, 503 unhealthy; no auth."""
+        code, body = health.healthz(linger)
+        return Response(body, code, mimetype="application/json")
+
+    # Prometheus metrics, behind the dashboard's auth like every page. Instrumented now, when
+    # the dashboard is made (at start-up), so that this process's jobs are counted from then on.
+    metrics_of: Metrics | None = None
+    metrics_missing = ""
+    try:
+        metrics_of = metrics.instrument(linger)
+    except ConfigError as exc:  # prometheus-client is not installed: /metrics says what to install
+        metrics_missing = str(exc)
+
+    @web.get("/metrics")
+    def prometheus_metrics() -> Any:
+        if metrics_of is None:
+            return Response(metrics_missing + "\n", 501, mimetype="text/plain")
+        body, content_type = metrics_of.render(request.headers.get("Accept"))
+        return Response(body, 200, content_type=content_type)
 
     return web

@@ -127,8 +127,9 @@ def tables(store: Store) -> list[str]:
 
 
 def parse_table(text: str) -> list[dict[str, str]]:
-    """Rows of a table printed by the CLI (columns are separated by two or more spaces)."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    """Rows of a table printed by the CLI (columns are separated by two or more spaces); the
+    indented lines below a row (a job's last error, a schedule's description) are left out."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
     header = re.split(r"\s{2,}", lines[0].strip())
     out = []
     for ln in lines[1:]:

@@ -404,7 +404,7 @@ def test_db_init_twice_and_upgrade(cli: Cli, empty_db: Store) -> None:
     r = cli.invoke("db", "init")
     assert r.code == 0, r
     r = cli.invoke("db", "upgrade")
-    assert r.code == 0 and f"{SCHEMA_VERSION} -> {SCHEMA_VERSION}" in r.out, r
+    assert r.code == 0 and f"already up to date (version {SCHEMA_VERSION})" in r.out, r
     assert cli.invoke("jobs").code == 0
     # rows changed by hand (no counts written): db recount counts them again
     with empty_db.engine.begin() as conn:
@@ -460,23 +460,23 @@ def test_run_then_schedules_status_pause_resume_trigger(cli: Cli, store: Store) 
     r = cli.invoke("status")
     assert r.code == 0 and "leader: none" in r.out and "nodes: 0" in r.out, r  # the lease was released
 
-    r = cli.run("schedules", "--next", "3")
+    r = cli.run("schedules", "--next", "3", "--json")
     assert r.code == 0, r
-    rows = {row["NAME"]: row for row in parse_table(r.out)}
+    rows = {row["name"]: row for row in json.loads(r.out)}
     assert set(rows) == {"hourly", "every10"}
     for name, step in (("hourly", timedelta(hours=1)), ("every10", timedelta(minutes=10))):
         nxt = store.get_schedule(name).next_run_at
         assert nxt is not None
-        expected = [(nxt + k * step).strftime("%Y-%m-%d %H:%M:%SZ") for k in range(3)]
-        assert rows[name]["NEXT"] == ", ".join(expected), r.out
-        assert rows[name]["STATE"] == "active"
+        expected = [(nxt + k * step).isoformat() for k in range(3)]
+        assert rows[name]["next_runs"] == expected, r.out
+        assert rows[name]["state"] == "active"
     assert store.get_schedule("hourly").next_run_at.minute == 0
-    assert rows["every10"]["LAST"].endswith("succeeded")
+    assert rows["every10"]["last_state"] == "succeeded"
 
     r = cli.invoke("schedules", "pause", "hourly")
     assert r.code == 0 and "paused" in r.out, r
     assert store.get_schedule("hourly").paused
-    assert {row["NAME"]: row["STATE"] for row in parse_table(cli.invoke("schedules").out)}["hourly"] == "paused"
+    assert {row["name"]: row["state"] for row in json.loads(cli.invoke("schedules", "--json").out)}["hourly"] == "paused"
     r = cli.invoke("schedules", "resume", "hourly")
     assert r.code == 0, r
     assert not store.get_schedule("hourly").paused

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cli_support import Cli, parse_table
+from cli_support import Cli
 from linger_sched.store import Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,9 +38,11 @@ def test_schedules_add_list_and_remove(cli: Cli, store: Store) -> None:
     r = cli.run("schedules", "add", "nightly-x", "--task", "noop", "--cron", "0 3 * * *", "--tz", "Europe/Berlin",
                 "--kwargs", '{"k": 1}', "--misfire", "skip", "--import", "clijobs")
     assert r.code == 0, r
-    rows = {row["NAME"]: row for row in parse_table(cli.invoke("schedules").out)}
-    assert rows["report-7"]["SOURCE"] == "runtime" and rows["nightly-x"]["SOURCE"] == "runtime"
-    assert rows["nightly-x"]["TZ"] == "Europe/Berlin"
+    rows = {row["name"]: row for row in json.loads(cli.invoke("schedules", "--json").out)}
+    assert rows["report-7"]["source"] == "runtime" and rows["nightly-x"]["source"] == "runtime"
+    assert rows["nightly-x"]["tz"] == "Europe/Berlin"
+    assert rows["nightly-x"]["next_runs"][0].endswith(("+01:00", "+02:00"))  # in the schedule's zone
+    assert "added at runtime" in cli.invoke("schedules").out
 
     # a task this process does not know is added by name, with a warning
     r = cli.invoke("schedules", "add", "remote", "--task", "billing.tasks.run", "--every", "1h")
@@ -86,7 +88,7 @@ def test_schedules_remove_refuses_a_declared_schedule(cli: Cli, store: Store) ->
     r = cli.invoke("schedules", "remove", "declared")
     assert r.code == 1 and "declared" in r.err, r
     assert store.get_schedule("declared").source == "declared"
-    assert parse_table(cli.invoke("schedules").out)[0]["SOURCE"] == "declared"
+    assert json.loads(cli.invoke("schedules", "--json").out)[0]["source"] == "declared"
 
 
 def test_jobs_show_has_the_result_and_progress_and_cancel_asks_a_running_job(cli: Cli, store: Store) -> None:

@@ -541,10 +541,12 @@ def test_cli_schedules_and_status_show_errors_and_undeclared(
     clock.advance(10)
     s.tick()
     out = run_cli(db_url, prefix, tmp_path, monkeypatch, "schedules")
-    states = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
-    assert states["good"].rstrip().endswith("active")
-    assert "error" in states["bad"]
-    assert "disabled (not declared)" in states["gone"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip() and not line.startswith(" ")}
+    assert rows["good"][1] == "active" and rows["bad"][1] == "error" and rows["gone"][1] == "disabled"
+    assert "no live node declares it" in out
     assert "61" in out  # the error message is shown
+    data = {s["name"]: s for s in json.loads(run_cli(db_url, prefix, tmp_path, monkeypatch, "schedules", "--json"))}
+    assert (data["good"]["state"], data["bad"]["state"], data["gone"]["state"]) == ("active", "error", "disabled")
+    assert data["gone"]["disabled_reason"] == "not declared" and "61" in data["bad"]["error"]
     out = run_cli(db_url, prefix, tmp_path, monkeypatch, "status")
     assert "bad" in out and "error" in out

@@ -265,6 +265,9 @@ def queries(store: Store) -> dict[str, Query]:
         "count by queue and state": Query(store.count_by_queue_and_state, {"jobs_queued_ix", "jobs_running_ix"},
                                           sort="the groups of the running jobs", no_seqscan=True),
         "prune": Query(lambda: store.prune(86400, now=T0, limit=1000), {"jobs_done_ix"}, pk_scan=("postgresql",)),
+        # linger-sched prune: one batch, from an id on (its dry run reads the same)
+        "prune, one batch": Query(lambda: store.prune_after(middle, 86400, now=T0, limit=1000, state="succeeded"),
+                                  {"jobs_done_ix"}, pk_scan=("postgresql",)),
         # the dashboard (linger_sched.web): keyset pages, counts of a bulk action, the time range as
         # ids, the throughput chart and the rate in of the queues
         "keyset page, failed": Query(lambda: store.list_jobs("failed", 50, before_id=middle), {"jobs_done_ix"}),
@@ -360,6 +363,7 @@ QUERY_NAMES = [
     "next_due, one queue", "overlap (due_schedules)", "unique key holder", "last_outcomes", "newest failed",
     "newest succeeded", "newest running", "newest queued", "newest of a task", "newest failed of a task",
     "newest of a schedule", "newest of a queue", "count by state", "count by queue and state", "prune",
+    "prune, one batch",
     "keyset page, failed", "keyset page, failed, newer", "keyset page of a task", "keyset page of a schedule",
     "count failed of a task", "count queued of a queue", "count cancelled of a schedule", "first job id since",
     "finished histogram", "created by queue",

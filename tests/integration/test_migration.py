@@ -267,15 +267,19 @@ def shape(store: Store, rename: Any = lambda name: name) -> dict[str, Any]:
 # the job columns of schema version 5 (result, progress, cancel request) and their values in a row
 # written before them
 NEW_IN_5 = {"result": None, "progress": None, "progress_message": None, "cancel_requested": False}
+# the job column of schema version 6 (the enqueuing span's traceparent, for OpenTelemetry)
+NEW_IN_6 = {"trace_context": None}
 
 
 def job_rows(store: Store) -> dict[int, dict[str, Any]]:
-    """Every job row by id, without the columns of version 5 (checked apart: see NEW_IN_5)."""
+    """Every job row by id, without the columns of versions 5 and 6 (checked apart: see
+    NEW_IN_5, NEW_IN_6)."""
     j = store.t.jobs
     with store.engine.connect() as conn:
         rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(*[c for c in j.c if c.computed is None]))}
     for row in rows.values():
         assert {k: row.pop(k) for k in NEW_IN_5} == NEW_IN_5, row
+        assert {k: row.pop(k) for k in NEW_IN_6} == NEW_IN_6, row
     return rows
 
 
@@ -446,13 +450,13 @@ def test_upgrade_from_version_4_adds_results_progress_cancel_and_the_schedule_so
         j, s = old.t.jobs, old.t.schedules
         with old.engine.begin() as conn:  # back to version 4
             quote = conn.dialect.identifier_preparer.quote
-            for table, col in [(j, c) for c in NEW_IN_5] + [(s, "source")]:
+            for table, col in [(j, c) for c in {**NEW_IN_5, **NEW_IN_6}] + [(s, "source")]:
                 conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} DROP COLUMN {quote(col)}")
             conn.execute(sa.update(old.t.meta).where(old.t.meta.c.key == "schema_version").values(value="4"))
         v4 = sa.MetaData()
         v4_jobs = sa.Table(j.name, v4, autoload_with=old.engine)
         v4_schedules = sa.Table(s.name, v4, autoload_with=old.engine)
-        assert not {*NEW_IN_5, "source"} & ({c.name for c in v4_jobs.c} | {c.name for c in v4_schedules.c})
+        assert not {*NEW_IN_5, *NEW_IN_6, "source"} & ({c.name for c in v4_jobs.c} | {c.name for c in v4_schedules.c})
         with old.engine.begin() as conn:
             conn.execute(sa.insert(v4_jobs), [{k: v for k, v in r.items() if k in v4_jobs.c} for r in OLD_JOBS])
             conn.execute(sa.insert(v4_schedules), [{k: v for k, v in OLD_SCHEDULE.items() if k in v4_schedules.c}])
@@ -482,6 +486,51 @@ def test_upgrade_from_version_4_adds_results_progress_cancel_and_the_schedule_so
         job = old.get_job(9)
         assert (job.state, job.result, job.progress, job.progress_message, job.cancel_requested) == (
             "succeeded", {"rows": 3}, 0.5, "half", True)
+        assert old.upgrade_schema() == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
+        assert shape(old, rename) == shape(fresh)
+    finally:
+        for st in (fresh, old):
+            st.drop_schema()
+            st.dispose()
+
+
+def test_upgrade_from_version_5_adds_the_trace_context(db_url: str, prefix: str) -> None:
+    """Version 5 lacks ``jobs.trace_context`` (the W3C traceparent of the span that enqueued a
+    job). The upgrade adds it to a job table that holds rows (ALTER TABLE ADD COLUMN): every
+    row keeps every value, the new column is NULL, and the result has the shape of a fresh
+    install; a claim then returns what an enqueue stores there."""
+    fresh = Store(db_url, table_prefix=prefix + "f_")
+    old = Store(db_url, table_prefix=prefix + "o_")
+    try:
+        fresh.install_schema()
+        old.install_schema()
+        j = old.t.jobs
+        with old.engine.begin() as conn:  # back to version 5
+            quote = conn.dialect.identifier_preparer.quote
+            conn.exec_driver_sql(f"ALTER TABLE {quote(j.name)} DROP COLUMN {quote('trace_context')}")
+            conn.execute(sa.update(old.t.meta).where(old.t.meta.c.key == "schema_version").values(value="5"))
+        v5_jobs = sa.Table(j.name, sa.MetaData(), autoload_with=old.engine)
+        assert "trace_context" not in v5_jobs.c
+        with old.engine.begin() as conn:
+            conn.execute(sa.insert(v5_jobs), [{k: v for k, v in r.items() if k in v5_jobs.c} for r in OLD_JOBS])
+            if old.dialect.is_postgres:
+                conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('\"{j.name}\"', 'id'), {len(OLD_JOBS)})"))
+        old.recount()
+        with pytest.raises(SchemaError, match="db upgrade"):  # nodes of this version refuse to start on it
+            old.check_schema()
+
+        assert old.upgrade_schema() == (5, SCHEMA_VERSION)
+
+        rename = lambda name: name.replace(prefix + "o_", prefix + "f_")  # noqa: E731
+        assert shape(old, rename) == shape(fresh)
+        old.check_schema()
+        assert job_rows(old) == {r["id"]: r for r in OLD_JOBS}  # and trace_context is NULL
+        assert old.count_by_queue_and_state() == counted(OLD_JOBS)
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        (new_id,) = old.enqueue([{"task": "t", "args": "{}", "queue": "traced", "trace_context": parent}], now=T0)
+        assert old.get_job(new_id).trace_context == parent
+        (claimed,) = old.claim("n", ["traced"], 10, 30, now=T0)
+        assert (claimed.id, claimed.trace_context) == (new_id, parent)
         assert old.upgrade_schema() == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
         assert shape(old, rename) == shape(fresh)
     finally:

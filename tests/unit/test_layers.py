@@ -18,7 +18,12 @@ LAYERS = {
     "errors": 0, "clock": 1, "events": 1, "specs": 2, "registry": 3, "configfile": 4, "store": 4, "config": 5, "scheduler": 5,
     "worker": 5, "node": 6, "harness": 6, "app": 7, "__init__": 8, "cli": 9, "testing": 9,
     "web": 8,  # the dashboard: a front end over app; the CLI serves it and shares its bulk job actions
+    "health": 5,  # health checks and the scheduler watch: read the store; the node and the app use them
+    "metrics": 7,  # Prometheus metrics: hooks on an app (taken, not imported); served by the CLI and the dashboard
     "contrib": 10,  # framework integrations (flask, asgi, django): front ends over app and cli
+    "display": 8,  # how the CLI shows times, durations, errors and tables (standard library only)
+    "logs": 1,  # log formatters (--log-format json); standard library only, usable in any logging config
+    "tracing": 1,  # OpenTelemetry spans of enqueues and job attempts (opentelemetry imported on first use)
 }
 
 

@@ -238,6 +238,40 @@ def test_describe(expr, tz, text):
     assert CronSpec(expr, tz).describe() == text
 
 
+@pytest.mark.parametrize(
+    "expr, text",
+    [
+        # a step of 1 is every value: never "every 1 minutes"
+        ("*/1 * * * *", "every minute"),
+        ("0/1 * * * *", "every minute"),
+        ("* */1 * * *", "every minute"),
+        ("*/1 */1 */1 */1 */1", "every minute"),
+        ("*/2 * * * *", "every 2 minutes"),
+        ("*/60 * * * *", "every hour"),  # minute 0 only
+        ("0 */1 * * *", "every hour"),
+        ("5 */1 * * *", "every hour at minute 5"),
+        ("0 */2 * * *", "every 2 hours"),
+        ("15 */6 * * *", "every 6 hours at minute 15"),
+        ("0 0 */1 * *", "at 00:00 every day"),
+        ("0 0 * */1 *", "at 00:00 every day"),
+        ("0 0 * * */1", "at 00:00 every day"),
+        ("0 0 1 */1 *", "at 00:00 on day 1 of the month"),
+        ("*/7 * * * *", "at minute */7 past every hour"),  # not an even split of the hour
+    ],
+)
+def test_describe_has_no_step_of_one_and_no_false_plural(expr, text):
+    assert CronSpec(expr).describe() == text
+
+
+@pytest.mark.parametrize(
+    "every, text",
+    [("1s", "every second"), ("1m", "every minute"), ("1h", "every hour"), ("1d", "every day"),
+     ("61s", "every 1 minute 1 second"), ("1d1h", "every 1 day 1 hour"), ("2m", "every 2 minutes")],
+)
+def test_interval_describe_singular(every, text):
+    assert IntervalSpec(every).describe() == text
+
+
 def test_describe_never_fails():
     for expr in ("*/7 1-5 */2 * *", "0 0 13 * FRI", "5,10 */3 * 1-6 *", "0 0 */2 * 1,3,5",
                  "0 0 LW,1 * *", "0 0 ? * SUN#1", "0 0 * * 7"):

@@ -334,3 +334,18 @@ def test_the_day_chart_reads_its_closed_hours_once_per_five_minutes(app: Linger,
     assert totals() == ("1", "1")  # the closed hours are as read at 12:01
     clock.advance(300)  # the charts' end moves: the day is read again
     assert totals() == ("1", "2")
+
+
+def test_overview_says_released_for_a_lease_given_back_and_expired_for_one_that_lapsed(
+        app: Linger, client: FlaskClient, clock: FakeClock) -> None:
+    store = app.store
+    assert store.acquire_lease(LEADER, "node-a", 30, now=clock.now()) is not None
+    clock.advance(5)
+    assert store.release_lease(LEADER, "node-a", now=clock.now())
+    clock.advance(10)
+    page = get(client, "/")
+    assert re.search(r'the lease of node-a \(epoch 1\)\s+was released 10s ago', page), page
+    assert store.acquire_lease(LEADER, "node-b", 30, now=clock.now()) is not None
+    clock.advance(40)  # node-b died: its lease lapsed 10 s ago
+    page = get(client, "/")
+    assert re.search(r'the lease of node-b \(epoch 2\)\s+expired 10s ago', page), page
