@@ -552,6 +552,7 @@ class Linger:
             for r in rows:
                 seconds = r.pop("delay", 0.0)
                 r["run_at"] = now + timedelta(seconds=seconds) if seconds else now
+        # (tracing never changes an enqueue: an OpenTelemetry exception is logged, never raised)
         with tracing.enqueue_span(rows[0]["task"], rows[0].get("queue"), len(rows)) as span:
             if span is not None:  # OpenTelemetry: the job spans link to this one
                 parent = tracing.traceparent(span)
@@ -559,7 +560,7 @@ class Linger:
                     r["trace_context"] = parent
             ids = self.store.enqueue(rows, now=self.clock.store_now(), connection=conn)
             if span is not None and len(ids) == 1:
-                span.set_attribute("linger.job.id", ids[0])
+                tracing.set_attribute(span, "linger.job.id", ids[0])
         if conn is None:
             self._inserted(rows[0], ids)
         elif session is not None:

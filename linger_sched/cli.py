@@ -382,6 +382,20 @@ def announce(action: str, details: dict[str, Any]) -> None:
         click.echo(f"ran {plural(details['ran'], 'job')} in {fmt_duration(details['elapsed'])}: {', '.join(parts)}")
 
 
+def node_announcer() -> Callable[[str, dict[str, Any]], None]:
+    """:func:`announce` for the node of this command. With ``--log-format json`` stderr holds
+    JSON lines only: the shutdown notices are left to their log records (``shutdown_wait``,
+    ``shutdown_forced``, which carry the same details); the burst summary still goes to stdout."""
+    if log_format() != "json":
+        return announce
+
+    def json_mode(action: str, details: dict[str, Any]) -> None:
+        if action == "burst_summary":
+            announce(action, details)
+
+    return json_mode
+
+
 def _exit_node(code: int) -> None:
     """Exit after a node stopped. A job thread still running past the grace period (its job
     was handed back) cannot be stopped, and the interpreter would wait for it at exit (the
@@ -411,7 +425,7 @@ def worker(concurrency: int | None, queues: str | None, burst: bool, wait_db: st
     _warn_without_tasks(app)
     wait_for_database(app, wait_db)
     with serving_metrics(app, metrics_host, metrics_port):
-        _exit_node(app.run(worker=True, scheduler=False, burst=burst, announce=announce))
+        _exit_node(app.run(worker=True, scheduler=False, burst=burst, announce=node_announcer()))
 
 
 def _warn_without_tasks(app: Linger) -> None:
@@ -440,7 +454,7 @@ def run(concurrency: int | None, queues: str | None, no_worker: bool, no_schedul
     if not no_worker:
         _warn_without_tasks(app)
     with serving_metrics(app, metrics_host, metrics_port):
-        _exit_node(app.run(worker=not no_worker, scheduler=not no_scheduler, announce=announce))
+        _exit_node(app.run(worker=not no_worker, scheduler=not no_scheduler, announce=node_announcer()))
 
 
 # -- enqueue ----------------------------------------------------------------------------
@@ -991,9 +1005,13 @@ def status(as_json: bool, **common: Any) -> None:
 def health(as_json: bool, **common: Any) -> None:
     """Check the whole installation: a leader, no overdue schedule, the nodes' heartbeats,
     stuck jobs, the failure rate and the queue age. Exit status 0 healthy, 1 degraded,
-    2 unhealthy (also when the database cannot be read)."""
-    app = load_app(**common)
-    report = app.health()
+    2 unhealthy (also when the database cannot be read), 3 unknown: the check itself could
+    not run (a bad setting), as monitoring plugins expect."""
+    try:
+        app = load_app(**common)
+        report = app.health()
+    except USAGE_ERRORS as exc:
+        fail(f"UNKNOWN: cannot check health: {exc}", 3)
     if as_json:
         click.echo(json.dumps(report.as_dict(details=True), indent=2))
         sys.exit(report.exit_code)

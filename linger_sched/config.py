@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from typing import Any
 
 from .configfile import FileConfig
@@ -119,6 +120,41 @@ def _coerce(name: str, kind: Any, raw: Any, where: str) -> Any:
         raise ConfigError(f"invalid value {raw!r}: {exc}", key=where) from exc
     check_value(name, value, where)
     return value
+
+
+# setting -> its parser in ENV_VARS: the one table the environment, Flask's app.config and
+# Django's LINGER_SCHED go through, so that a setting is read the same way everywhere
+KINDS: dict[str, Any] = {name: kind for name, kind in ENV_VARS.values()}
+
+
+def coerce_setting(name: str, raw: Any, where: str) -> Any:
+    """``raw`` for setting ``name``, given as a Python value (``4``, ``0.25``, a ``timedelta``)
+    or as a string in the environment's form (``"4"``, ``"25%"``, ``"10m"``), through the
+    parser :data:`ENV_VARS` names for it, then checked. :class:`ConfigError` keyed ``where``."""
+    kind = KINDS.get(name)
+    if kind is None or kind is str:
+        check_value(name, raw, where)
+        return raw
+    if kind == "rate":  # "25%", "0.25" or 0.25; the error names what was given
+        try:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = parse_rate(raw)
+            check_value(name, value, where)
+        except (TypeError, ValueError, ConfigError):
+            raise ConfigError(f"must be a share from 0 to 1 (or a percentage such as '25%'), got {raw!r}",
+                              key=where) from None
+        return value
+    if isinstance(raw, bool):  # float(True) == 1.0: never a number of anything
+        raise ConfigError(f"invalid value {raw!r}", key=where)
+    if kind == _DURATION and isinstance(raw, timedelta):
+        raw = raw.total_seconds()
+    if kind == "queues" and raw is None:
+        return None
+    if kind is int and isinstance(raw, int):  # checked (with the setting's own range) as it is
+        check_value(name, raw, where)
+        return raw
+    return _coerce(name, kind, raw, where)
 
 
 def resolve(

@@ -441,24 +441,38 @@ class SchedulerWatch:
 
 # -- /healthz ---------------------------------------------------------------------------------
 HEALTHZ_MAX_AGE = 1.0  # seconds a /healthz answer is reused: a flood of probes costs one check a second
+HEALTHZ_WAIT = 10.0  # seconds a probe waits for the check another probe is running, then 503
+# per app: (lock held while a check runs, [answer, when it was made (monotonic, after the check), generation])
 _healthz: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, list[Any]]] = weakref.WeakKeyDictionary()
 _healthz_lock = threading.Lock()
+
+
+def _healthz_busy(waited: float) -> tuple[int, bytes]:
+    return 503, json.dumps({"status": UNHEALTHY, "exit_code": 2, "checked_at": None, "checks": [
+        {"name": "health", "status": UNHEALTHY,
+         "message": f"a health check is in progress and did not finish within {waited:g}s (timed out)"}]},
+        separators=(",", ":")).encode()
 
 
 def healthz(app: Linger) -> tuple[int, bytes]:
     """``(HTTP status, JSON body)`` for a ``/healthz`` endpoint: 200 when healthy or degraded,
     503 when unhealthy; the body is :meth:`HealthReport.as_dict` (status, check names and
     messages: no details, no credentials), so it may be served without authentication. One
-    answer is reused for :data:`HEALTHZ_MAX_AGE` seconds (concurrent callers wait for one
-    check), so probes cannot flood the database."""
+    answer is reused for :data:`HEALTHZ_MAX_AGE` seconds after its check finished, and
+    callers that arrive while a check runs wait for that check and share its answer, so
+    probes cannot flood the database; one that waited :data:`HEALTHZ_WAIT` seconds gets 503
+    (a check in progress, timed out) rather than a thread piled up behind a slow database."""
     with _healthz_lock:
         slot = _healthz.get(app)
         if slot is None:
-            slot = _healthz[app] = (threading.Lock(), [None, -1e18])
+            slot = _healthz[app] = (threading.Lock(), [None, -1e18, 0])
     lock, cached = slot
-    with lock:
-        mono = app.clock.monotonic()
-        if cached[0] is not None and mono - cached[1] < HEALTHZ_MAX_AGE:
+    generation = cached[2]  # the answer in hand when this call came in
+    if not lock.acquire(timeout=HEALTHZ_WAIT):
+        return _healthz_busy(HEALTHZ_WAIT)
+    try:
+        if cached[0] is not None and (cached[2] != generation  # a check ran while this call waited
+                                      or app.clock.monotonic() - cached[1] < HEALTHZ_MAX_AGE):
             answer: tuple[int, bytes] = cached[0]
             return answer
         try:
@@ -469,5 +483,8 @@ def healthz(app: Linger) -> tuple[int, bytes]:
             log.error("health check failed: %s", exc, exc_info=True, extra={"action": "health_error"})
             answer = (503, json.dumps({"status": UNHEALTHY, "exit_code": 2, "checked_at": None, "checks": [
                 {"name": "health", "status": UNHEALTHY, "message": f"the health check failed: {type(exc).__name__}"}]}).encode())
-        cached[0], cached[1] = answer, mono
+        # stamped after the check: a slow check's answer is fresh for its whole max age
+        cached[0], cached[1], cached[2] = answer, app.clock.monotonic(), cached[2] + 1
         return answer
+    finally:
+        lock.release()

@@ -86,6 +86,7 @@ class Node:
         self._grace: float | None = None
         self._hand_back_running = True
         self._drained = False
+        self._drain_lock = threading.Lock()
         # told (action, details) of a shutdown that waits for jobs, a forced one and a burst's
         # end, besides the log record (the CLI prints them): see Linger.run
         self.announce: Callable[[str, dict[str, Any]], object] | None = None
@@ -145,7 +146,10 @@ class Node:
 
     def _drain(self) -> None:
         assert self.worker is not None
-        self._drained = True
+        with self._drain_lock:  # once: the worker's thread, or stop() when a forced stop left it blocked
+            if self._drained:
+                return
+            self._drained = True
         if self.burst and not self._stopped:
             self.worker.drain(None, self.force)  # burst: nothing runs any more
             return
@@ -259,11 +263,25 @@ class Node:
             limit = app.clock.monotonic() + (app.settings.shutdown_grace if grace is None else grace) + 30.0
             while worker_loop.thread.is_alive() and app.clock.monotonic() < limit:
                 worker_loop.thread.join(0.1)
-                if waiting and self.force.is_set():
-                    waiting = False
-                    self._tell("shutdown_forced", "second signal: not waiting for the running jobs any more",
-                               {"hand_back": hand_back_running})
-            if worker_loop.thread.is_alive():
+                if self.force.is_set():
+                    if waiting:
+                        self._tell("shutdown_forced", "second signal: not waiting for the running jobs any more",
+                                   {"hand_back": hand_back_running})
+                    # a forced stop stops at once, even when the worker's thread is held up
+                    # (a slow event hook, a hung database call): give it a moment to drain on
+                    # its own thread, then drain from here
+                    worker_loop.thread.join(0.5)
+                    break
+            if worker_loop.thread.is_alive() and self.force.is_set():
+                log.warning("forced stop: the worker's thread is busy (a slow event hook?); not waiting for it",
+                            extra={"action": "drain_forced"})
+                try:
+                    self._drain()
+                except Exception as exc:  # noqa: BLE001
+                    log.error("could not hand back jobs at shutdown: %s", exc, extra={"action": "drain_error"})
+                if self.worker is not None:
+                    self.worker.stop_heartbeat()
+            elif worker_loop.thread.is_alive():
                 log.error("the worker did not finish draining in time", extra={"action": "drain_timeout"})
             elif not self._drained:  # the worker loop had died: drain here, no one else writes
                 try:
@@ -272,7 +290,7 @@ class Node:
                     log.error("could not hand back jobs at shutdown: %s", exc, extra={"action": "drain_error"})
         for loop in self.loops.values():
             if loop.thread is not None and loop.thread is not current:
-                loop.thread.join(timeout=5.0)
+                loop.thread.join(timeout=0.5 if self.force.is_set() else 5.0)
         if self.scheduler is not None:
             self.scheduler.resign()
         try:

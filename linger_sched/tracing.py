@@ -12,10 +12,15 @@ once and nothing is recorded or stored. The import is made on first use, never a
   linked to the producer span when the job has one (a schedule's occurrence has none), with
   the attributes of :data:`ATTRIBUTES` and, when the attempt fails, status ``ERROR`` and the
   exception recorded.
+
+Tracing never changes a job or an enqueue: an exception from OpenTelemetry (a span processor
+or an exporter that raises) is logged once, at ERROR with ``action=tracing_error``, and the
+job runs, or the enqueue returns, as it would without tracing.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +34,20 @@ ATTRIBUTES = ("linger.job.id", "linger.task", "linger.queue", "linger.attempt", 
 TRACEPARENT_MAX = 55  # "00-" + 32 + "-" + 16 + "-" + 2
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
+log = logging.getLogger(__name__)
+
 _api: list[Any] = []  # [the opentelemetry.trace module, or None when it is not installed]
 _tracers: dict[int, tuple[Any, Any]] = {}  # id(provider) -> (provider, tracer)
+
+
+def _failed(what: str, exc: BaseException, **extra: Any) -> None:
+    """Log an exception OpenTelemetry raised while ``what`` (it is swallowed: tracing never
+    changes a job or an enqueue)."""
+    try:
+        log.error("tracing failed while %s (ignored): %s: %s", what, type(exc).__name__, exc, exc_info=exc,
+                  extra={"action": "tracing_error", **extra})
+    except Exception:  # noqa: BLE001 - an exception whose formatting fails
+        log.error("tracing failed while %s (ignored)", what, extra={"action": "tracing_error", **extra})
 
 
 def _trace() -> Any:
@@ -46,6 +63,14 @@ def _trace() -> Any:
 def tracer() -> Any | None:
     """This package's tracer, or None when opentelemetry is not installed or no tracer
     provider is configured (then spans would be dropped anyway: none is made)."""
+    try:
+        return _tracer()
+    except Exception as exc:  # noqa: BLE001 - a provider that raises: no spans
+        _failed("getting the tracer", exc)
+        return None
+
+
+def _tracer() -> Any | None:
     trace = _trace()
     if trace is None:
         return None
@@ -61,11 +86,24 @@ def tracer() -> Any | None:
 
 
 def traceparent(span: Any) -> str | None:
-    """The W3C ``traceparent`` of ``span`` (None for an invalid span context)."""
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
+    """The W3C ``traceparent`` of ``span`` (None for an invalid span context, or when the
+    span raises)."""
+    try:
+        ctx = span.get_span_context()
+        if not ctx.is_valid:
+            return None
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0xFF:02x}"
+    except Exception as exc:  # noqa: BLE001
+        _failed("reading the enqueue span's context", exc)
         return None
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0xFF:02x}"
+
+
+def set_attribute(span: Any, key: str, value: Any) -> None:
+    """``span.set_attribute(key, value)``; an exception is logged (``tracing_error``), not raised."""
+    try:
+        span.set_attribute(key, value)
+    except Exception as exc:  # noqa: BLE001
+        _failed(f"setting {key} on a span", exc)
 
 
 def parse_traceparent(text: Any) -> Any | None:
@@ -87,18 +125,57 @@ def parse_traceparent(text: Any) -> Any | None:
 def enqueue_span(task: str, queue: str | None, count: int) -> Iterator[Any]:
     """A ``PRODUCER`` span around the insert of ``count`` jobs of ``task`` (the first task of
     a mixed batch), current while it lasts; yields the span, or None when tracing is off.
-    Store :func:`traceparent` of it with the jobs; set ``linger.job.id`` when known."""
+    Store :func:`traceparent` of it with the jobs; set ``linger.job.id`` when known.
+
+    An exception of the body (the insert) is recorded on the span and raised as it is; one
+    that OpenTelemetry raises, starting or ending the span, is logged and swallowed."""
     t = tracer()
     if t is None:
         yield None
         return
-    trace = _trace()
-    attributes: dict[str, Any] = {"linger.task": task, "messaging.system": "linger",
-                                  "messaging.operation.type": "send", "messaging.batch.message_count": count}
-    if queue is not None:
-        attributes["linger.queue"] = attributes["messaging.destination.name"] = queue
-    with t.start_as_current_span(f"linger.enqueue {task}", kind=trace.SpanKind.PRODUCER, attributes=attributes) as span:
+    span = token = None
+    try:
+        trace = _trace()
+        from opentelemetry import context
+
+        attributes: dict[str, Any] = {"linger.task": task, "messaging.system": "linger",
+                                      "messaging.operation.type": "send", "messaging.batch.message_count": count}
+        if queue is not None:
+            attributes["linger.queue"] = attributes["messaging.destination.name"] = queue
+        span = t.start_span(f"linger.enqueue {task}", kind=trace.SpanKind.PRODUCER, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+    except Exception as exc:  # noqa: BLE001 - e.g. a span processor's on_start
+        _failed(f"starting the span of an enqueue of {task}", exc, task=task)
+        if span is not None:
+            _end_quietly(span)
+        span = token = None
+    failure: BaseException | None = None
+    try:
         yield span
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if span is not None:
+            try:
+                if token is not None:
+                    context.detach(token)
+                if failure is not None:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.record_exception(failure)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}: {failure}"[:500]))
+                span.end()
+            except Exception as exc:  # noqa: BLE001 - e.g. a span processor's on_end
+                _failed(f"ending the span of an enqueue of {task}", exc, task=task)
+
+
+def _end_quietly(span: Any) -> None:
+    """End ``span`` (after a failure already logged); a second exception is ignored."""
+    try:
+        span.end()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def start_job(job: Any, t: Any) -> tuple[Any, Any] | None:
@@ -106,9 +183,22 @@ def start_job(job: Any, t: Any) -> tuple[Any, Any] | None:
     max_attempts, schedule_name, trace_context) with tracer ``t`` (:func:`tracer`, which a
     worker reads once per batch: it costs a microsecond or two, a drain's job some tens) and
     make it current on this thread; returns a handle for :func:`end_job`, or None when ``t``
-    is None (tracing is off)."""
+    is None (tracing is off, or OpenTelemetry raised: logged, and the job runs without a span)."""
     if t is None:
         return None
+    try:
+        return _start_job(job, t)
+    except Exception as exc:  # noqa: BLE001 - e.g. a span processor's on_start
+        _failed(f"starting the span of job {getattr(job, 'id', None)}", exc, **_about(job))
+        return None
+
+
+def _about(job: Any) -> dict[str, Any]:
+    return {"job_id": getattr(job, "id", None), "task": getattr(job, "task", None),
+            "attempt": getattr(job, "attempts", None)}
+
+
+def _start_job(job: Any, t: Any) -> tuple[Any, Any]:
     trace = _trace()
     from opentelemetry import context
 
@@ -127,7 +217,11 @@ def start_job(job: Any, t: Any) -> tuple[Any, Any] | None:
     # whatever happens to be current on this thread (inline mode runs jobs inside enqueue)
     span = t.start_span(f"linger.job {job.task}", context=context.Context(), kind=trace.SpanKind.CONSUMER,
                         attributes=attributes, links=links)
-    token = context.attach(trace.set_span_in_context(span))
+    try:
+        token = context.attach(trace.set_span_in_context(span))
+    except BaseException:
+        _end_quietly(span)
+        raise
     return span, token
 
 
@@ -135,37 +229,47 @@ def use_span(handle: tuple[Any, Any] | None) -> None:
     """Make the span of ``handle`` current in the calling context (an ``async def`` task's
     own context, on the worker's event loop); left there: that context ends with the task."""
     if handle is not None:
-        from opentelemetry import context
+        try:
+            from opentelemetry import context
 
-        context.attach(_trace().set_span_in_context(handle[0]))
+            context.attach(_trace().set_span_in_context(handle[0]))
+        except Exception as exc:  # noqa: BLE001
+            _failed("making a job's span current in its coroutine", exc)
 
 
 def detach(handle: tuple[Any, Any] | None) -> None:
     """Stop making the span of ``handle`` current on this thread (it stays open)."""
     if handle is not None and handle[1] is not None:
-        from opentelemetry import context
+        try:
+            from opentelemetry import context
 
-        context.detach(handle[1])
+            context.detach(handle[1])
+        except Exception as exc:  # noqa: BLE001
+            _failed("detaching a job's span", exc)
 
 
 def end_job(handle: tuple[Any, Any] | None, ok: bool, error: str | None = None,
             exc: BaseException | None = None, *, detached: bool = False) -> None:
     """End the span of ``handle``: status ``ERROR`` with the first line of ``error`` (and
-    ``exc`` recorded) when the attempt failed. ``detached``: :func:`detach` was called."""
+    ``exc`` recorded) when the attempt failed. ``detached``: :func:`detach` was called.
+    Never raises: an exception of OpenTelemetry (e.g. a span processor's on_end) is logged."""
     if handle is None:
         return
     span, token = handle
-    if not detached and token is not None:
-        from opentelemetry import context
-
-        context.detach(token)
     try:
-        if not ok:
-            from opentelemetry.trace import Status, StatusCode
+        try:
+            if not detached and token is not None:
+                from opentelemetry import context
 
-            if exc is not None:
-                span.record_exception(exc)
-            lines = (error or "failed").strip().splitlines()
-            span.set_status(Status(StatusCode.ERROR, lines[-1][:500] if lines else "failed"))
-    finally:
-        span.end()
+                context.detach(token)
+            if not ok:
+                from opentelemetry.trace import Status, StatusCode
+
+                if exc is not None:
+                    span.record_exception(exc)
+                lines = (error or "failed").strip().splitlines()
+                span.set_status(Status(StatusCode.ERROR, lines[-1][:500] if lines else "failed"))
+        finally:
+            span.end()
+    except Exception as exc2:  # noqa: BLE001
+        _failed("ending a job's span", exc2)

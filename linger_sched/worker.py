@@ -751,25 +751,35 @@ class Worker:
         def done(f: Any) -> None:
             ok, error, cancelled, result = False, None, False, None
             failure: BaseException | None = None
+            outcome: _Outcome | None = None
             try:
-                result = f.result()
-                ok = result is not False
-                error = None if ok else "task returned False"
-            except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since Python 3.11
-                error, failure = f"timed out after {timeout:g}s", exc
-            except JobCancelled as exc:
-                error, cancelled, failure = _cancelled(job, exc), True, exc
-            except BaseException as exc:  # noqa: BLE001 - includes CancelledError at shutdown
-                failure = exc
-                if control.cancelled and isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)):
-                    error, cancelled = _cancelled(job, None), True  # our task.cancel(): the coroutine has ended
-                else:
-                    error = _format_error(exc)
-            tracing.end_job(span, ok, error, failure, detached=True)
-            outcome = _Outcome(job, ok, error, self.clock.monotonic() - start, cancelled=cancelled)
-            if ok and result is not None:
-                outcome.result = self._stored_result(job, result)
-            self._report(self._ended(outcome, control))
+                try:
+                    result = f.result()
+                    ok = result is not False
+                    error = None if ok else "task returned False"
+                except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since Python 3.11
+                    error, failure = f"timed out after {timeout:g}s", exc
+                except JobCancelled as exc:
+                    error, cancelled, failure = _cancelled(job, exc), True, exc
+                except BaseException as exc:  # noqa: BLE001 - includes CancelledError at shutdown
+                    failure = exc
+                    if control.cancelled and isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+                        error, cancelled = _cancelled(job, None), True  # our task.cancel(): the coroutine has ended
+                    else:
+                        error = _format_error(exc)
+                outcome = _Outcome(job, ok, error, self.clock.monotonic() - start, cancelled=cancelled)
+                tracing.end_job(span, ok, error, failure, detached=True)  # never raises
+                if ok and result is not None:
+                    outcome.result = self._stored_result(job, result)
+            except BaseException as exc:  # a bug here must not leave the job running forever
+                log.exception("internal error recording the outcome of job %s (%s)", job.id, job.task,
+                              extra=_about(job, "internal_error"))
+                if outcome is None:
+                    outcome = _Outcome(job, False, f"internal error in the worker: {exc!r}", 0.0)
+            finally:
+                # always reported: an unreported attempt would stay `running`, its lock renewed
+                self._report(self._ended(outcome or _Outcome(job, False, "internal error in the worker", 0.0),
+                                         control))
 
         future.add_done_callback(done)
 
@@ -1012,6 +1022,21 @@ class Worker:
                               attempt=job.attempts, max_attempts=job.max_attempts, schedule=job.schedule_name,
                               scheduled_for=job.scheduled_for, delay=delay))
 
+    def _cancelled_at_shutdown(self, jobs: list[Claimed]) -> None:
+        """Log the jobs :meth:`drain` found with a cancel request and stopped as ``cancelled``
+        (instead of handing them back), and emit ``job_cancelled`` for each."""
+        if not jobs:
+            return
+        ids = [j.id for j in jobs]
+        log.warning("cancelled %d job(s) at shutdown whose cancel was requested while they ran: %s", len(ids), ids,
+                    extra={"action": "cancelled_at_shutdown", "job_ids": ids})
+        if self.hooks.wanted("job_cancelled"):
+            at = self.clock.now()
+            for j in jobs:
+                self.hooks.emit(Event("job_cancelled", self.node_id, at=at, job_id=j.id, task=j.task, queue=j.queue,
+                                      attempt=j.attempts, max_attempts=j.max_attempts, schedule=j.schedule_name,
+                                      scheduled_for=j.scheduled_for, reason="cancel requested; stopped at shutdown"))
+
     def _rescued(self, r: Rescued) -> None:
         """Log a job taken back from a dead node, and emit ``job_rescued``."""
         log.warning("rescued job %s (%s, attempt %s) from dead node %s: now %s", r.id, r.task, r.attempts, r.node,
@@ -1102,7 +1127,8 @@ class Worker:
         running are handed back only with ``hand_back_running`` (the process is about to exit,
         taking the thread with it); otherwise they keep their lock until it expires and are
         rescued then, so a thread that cannot be stopped never runs alongside a second copy.
-        Returns how many jobs were handed back."""
+        A job whose cancel was requested while it ran becomes ``cancelled`` instead (logged
+        apart, ``job_cancelled`` emitted). Returns how many jobs were handed back."""
         grace = self.settings.shutdown_grace if grace is None else grace
         self._closed = True
         # claimed jobs that no thread will start go back at once (a thread that takes one later
@@ -1113,10 +1139,10 @@ class Worker:
             unstarted = [key for key, held in self._running.items() if held.started is None]
             idle = 0 if force is not None and force.is_set() else max(0, len(self._threads) - self._executing)
             unstarted = unstarted[idle:]
-            for key in unstarted:
-                del self._running[key]
+            jobs = {key[0]: self._running.pop(key).job for key in unstarted}
         if unstarted:
-            self.store.hand_back(self.node_id, [job_id for job_id, _ in unstarted], now=self.clock.store_now())
+            _, cancelled = self.store.hand_back_jobs(self.node_id, list(jobs), now=self.clock.store_now())
+            self._cancelled_at_shutdown([jobs[i] for i in cancelled])
         end = self.clock.monotonic() + grace
         while self.busy and self.clock.monotonic() < end and not (force and force.is_set()):
             self.flush()
@@ -1133,18 +1159,22 @@ class Worker:
         handed = 0
         with self._lock:
             left = [key for key, held in self._running.items() if held.started is not None]
+            jobs = {key[0]: self._running[key].job for key in left}
         if left and not hand_back_running:
             log.warning("%d job(s) still running after the grace period keep their lock until it expires: %s",
                         len(left), [k[0] for k in left], extra={"action": "left_running", "job_ids": [k[0] for k in left]})
             left = []
         if left:
             ids = [job_id for job_id, _ in left]
-            handed = self.store.hand_back(self.node_id, ids, now=self.clock.store_now())
-            log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, ids,
-                        extra={"action": "hand_back", "job_ids": ids})
+            handed, cancelled = self.store.hand_back_jobs(self.node_id, ids, now=self.clock.store_now())
+            if handed:
+                back = [i for i in ids if i not in cancelled]
+                log.warning("handed back %d unfinished job(s) at shutdown: %s", handed, back,
+                            extra={"action": "hand_back", "job_ids": back})
             with self._lock:
                 for key in left:
                     self._running.pop(key, None)
+            self._cancelled_at_shutdown([jobs[i] for i in cancelled])
         for _ in self._threads:
             self._inbox.put(None)  # each idle thread exits; a busy one after its job
         self._threads = []

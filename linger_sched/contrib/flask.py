@@ -55,7 +55,7 @@ from sqlalchemy import make_url
 
 from .. import cli as linger_cli
 from ..app import Linger, default_app
-from ..config import ENV_VARS, Settings, check_value, parse_queues
+from ..config import ENV_VARS, Settings, check_value, coerce_setting, parse_queues
 from ..errors import ConfigError, LingerError, SpecError
 from ..specs import parse_duration
 from ..store.dialect import mask_url, normalize_url, relative_database_file
@@ -128,8 +128,8 @@ def setting_value(key: str, raw: Any) -> Any:
                 value = parse_duration(raw, field=where).total_seconds() if name != "clock_offset" else float(raw)
             else:
                 value = raw
-        else:  # pragma: no cover - a setting added to Settings without a parser here
-            value = raw
+        else:  # the environment's parser (ENV_VARS): "25%" for a rate, "1048576" for a size, ...
+            return coerce_setting(name, raw, where)
     except SpecError as exc:
         raise ConfigError(f"{exc}; got {raw!r}", key=where) from None
     except ValueError as exc:

@@ -841,17 +841,27 @@ class Store:
     def hand_back(self, node: str, ids: Sequence[int] | None = None, now: datetime | None = None) -> int:
         """Shutdown: put jobs ``node`` holds (all, or ``ids``) back to ``queued`` at once.
         The interrupted attempt is not counted (``attempts - 1``). A job whose cancellation was
-        requested becomes ``cancelled`` instead. Returns how many.
+        requested becomes ``cancelled`` instead. Returns how many (both kinds); :meth:`hand_back_jobs`
+        tells them apart.
 
         Reads: the running rows ``node`` holds with a cancel request (their queues). Writes:
         ``state``, ``run_at`` (``finished_at`` and ``counts`` for the cancelled), ``attempts``,
         ``last_error``, and clears ``locked_by``/``locked_until``; then a notification to
         listeners (on commit). Locks: lease fencing: only rows still ``running`` and locked
         by ``node``. Clock: ``now`` or the database clock (``run_at``)."""
+        handed, cancelled = self.hand_back_jobs(node, ids, now)
+        return handed + len(cancelled)
+
+    def hand_back_jobs(self, node: str, ids: Sequence[int] | None = None,
+                       now: datetime | None = None) -> tuple[int, list[int]]:
+        """:meth:`hand_back`, returning how many jobs went back to ``queued`` and the ids of
+        those that became ``cancelled`` (their cancel was requested while they ran).
+
+        Reads: Writes: Locks: Clock: as :meth:`hand_back`."""
         j = self.t.jobs
         held = self._held_by(node, ids)
         if held is None:
-            return 0
+            return 0, []
         asked = sa.select(j.c.id, j.c.queue).where(state_is(j.c.state, "running"), j.c.locked_by == node,
                                                    j.c.cancel_requested == sa.true())
         if ids is not None:
@@ -865,35 +875,37 @@ class Store:
             last_error=sa.literal(clean_text(f"handed back: node {node} shut down before the job finished")),
         )
 
-        def run(conn: sa.Connection) -> int:
+        def run(conn: sa.Connection) -> tuple[int, list[int]]:
             stopped = self._cancel_held(conn, node, list(conn.execute(asked)), now,
                                         f"cancelled: node {node} shut down after the cancel was requested")
             n = conn.execute(stmt).rowcount
             if n:
                 self.dialect.notify(conn, self.channel)
-            return n + stopped
+            return n, stopped
 
         return self._tx(run)
 
-    def _cancel_held(self, conn: sa.Connection, node: str, rows: Sequence[Any], now: datetime | None, why: str) -> int:
+    def _cancel_held(self, conn: sa.Connection, node: str, rows: Sequence[Any], now: datetime | None,
+                     why: str) -> list[int]:
         """In the caller's transaction: the running jobs ``rows`` ((id, queue) pairs) that
-        ``node`` holds become ``cancelled``, counted; returns how many."""
+        ``node`` holds become ``cancelled``, counted; returns the ids of those that did (one
+        UPDATE each, lease-fenced: a row that changed meanwhile is left out)."""
         if not rows:
-            return 0
+            return []
         j = self.t.jobs
-        by_queue: dict[str, list[int]] = {}
-        for job_id, queue in rows:
-            by_queue.setdefault(queue, []).append(job_id)
         counted: Counter[tuple[str, str]] = Counter()
-        for queue, job_ids in by_queue.items():
-            counted[queue, "cancelled"] += conn.execute(
-                sa.update(j).where(j.c.id.in_(job_ids), state_is(j.c.state, "running"), j.c.locked_by == node).values(
-                    state="cancelled", finished_at=self._now(now), locked_by=None, locked_until=None,
-                    last_error=clean_text(why))).rowcount
+        done: list[int] = []
+        for job_id, queue in rows:
+            if conn.execute(
+                    sa.update(j).where(j.c.id == job_id, state_is(j.c.state, "running"), j.c.locked_by == node).values(
+                        state="cancelled", finished_at=self._now(now), locked_by=None, locked_until=None,
+                        last_error=clean_text(why))).rowcount:
+                counted[queue, "cancelled"] += 1
+                done.append(job_id)
         self._count(conn, counted)
-        if any(counted.values()):
+        if done:
             self.dialect.notify(conn, self.done_channel)
-        return sum(counted.values())
+        return done
 
     def rescue(self, now: datetime | None = None, limit: int = 1000) -> list[tuple[int, str | None, str]]:
         """:meth:`rescue_jobs`, returning ``(id, dead node, new state)`` for each rescued job.

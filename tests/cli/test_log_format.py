@@ -52,3 +52,43 @@ def test_a_bad_log_format_is_a_usage_error(nodb_cli: Cli) -> None:
     assert r.code == 2 and "LINGER_LOG_FORMAT" in r.err and "use one of text, json" in r.err
     r = nodb_cli.invoke("jobs", "--log-format", "xml")
     assert r.code == 2 and "--log-format" in r.err
+
+
+SLOW_TASKS = '''
+import time
+
+from linger_sched import task
+
+
+@task(name="slow")
+def slow():
+    time.sleep(60)
+'''
+
+
+def test_shutdown_notices_are_json_lines_too(cli: Cli, store: Store) -> None:
+    """With --log-format json the first and second signal's notices are only their log
+    records (``shutdown_wait``, ``shutdown_forced``): no plain text among the JSON lines."""
+    import signal
+    import subprocess
+    import time
+
+    cli.write("slowjobs.py", SLOW_TASKS)
+    job_id = int(cli.invoke("enqueue", "slow", "--import", "slowjobs").out.split()[-1])
+    node = cli.popen("worker", "--import", "slowjobs", "--log-format", "json")
+    try:
+        deadline = time.monotonic() + 30
+        while store.get_job(job_id).state != "running":
+            assert node.poll() is None and time.monotonic() < deadline, node.communicate()
+            time.sleep(0.1)
+        node.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        node.send_signal(signal.SIGINT)
+        _out, err = node.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        raise
+    assert node.returncode == 1, err
+    actions = [d["action"] for d in json_lines(err)]
+    assert "shutdown_wait" in actions and "shutdown_forced" in actions
+    assert store.get_job(job_id).state == "queued"

@@ -78,6 +78,14 @@ def test_every_linger_sched_key_is_a_setting_durations_as_numbers_timedeltas_or_
     assert (s.keep_finished, s.misfire_threshold, s.auto_install) == (30 * 86400.0, None, True)
 
 
+@pytest.mark.parametrize("rate", ["25%", "0.25", 0.25])
+def test_a_rate_and_a_size_in_the_environments_forms(rate: Any) -> None:
+    """HEALTH_MAX_FAILURE_RATE as documented ("25%" or "0.25") and RESULT_MAX_BYTES as a string
+    go through the environment's parsers (they used to be refused)."""
+    s = conf.read({"HEALTH_MAX_FAILURE_RATE": rate, "RESULT_MAX_BYTES": "4096"}).settings
+    assert (s.health_max_failure_rate, s.result_max_bytes) == (0.25, 4096)
+
+
 def test_without_linger_sched_the_defaults_on_the_default_database_and_no_table_creation_on_first_use() -> None:
     d = conf.read({})
     assert d.alias == "default"
@@ -105,6 +113,8 @@ def test_the_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     ({"LEASE_TTL": -1}, "LINGER_SCHED['LEASE_TTL']: must be > 0, got -1.0"),
     ({"RENEW_INTERVAL": 60}, "LINGER_SCHED['RENEW_INTERVAL']: renew_interval (60s) must be shorter than lease_ttl (30s)"),
     ({"QUEUES": []}, "LINGER_SCHED['QUEUES']: "),
+    ({"HEALTH_MAX_FAILURE_RATE": "lots"}, "LINGER_SCHED['HEALTH_MAX_FAILURE_RATE']: must be a share from 0 to 1"),
+    ({"HEALTH_MAX_FAILURE_RATE": "150%"}, "LINGER_SCHED['HEALTH_MAX_FAILURE_RATE']: must be a share from 0 to 1"),
     ({"AUTO_INSTALL": "yes"}, "LINGER_SCHED['AUTO_INSTALL']: must be true, false or None, got 'yes'"),
     (["CONCURRENCY"], "LINGER_SCHED must be a dict, got list"),
 ])

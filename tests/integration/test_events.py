@@ -308,3 +308,48 @@ def test_a_lease_that_cannot_be_renewed_in_time_is_lost(app: Linger, clock: Fake
     monkeypatch.undo()
     s.tick()  # the database is back: leader again
     assert [e.name for e in seen][-1] == "leader_acquired" and s.is_leader()
+
+
+def test_a_shutdown_that_cancels_a_job_asked_to_cancel_emits_job_cancelled(
+    real_app: Linger, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job whose cancel was requested while it ran, still running when the grace period
+    ends, becomes ``cancelled`` at the hand-back: hooks see ``job_cancelled`` and the log says
+    so apart from the jobs handed back (it used to count it as handed back, with no event)."""
+    import time
+
+    app = real_app
+    release = threading.Event()
+
+    @app.task(name="stubborn", queue="slow")
+    def stubborn() -> None:
+        release.wait(30)  # never checks for a cancel
+
+    @app.task(name="plain_long")
+    def plain_long() -> None:
+        release.wait(30)
+
+    seen = record(app, "job_cancelled")
+    caplog.set_level(logging.INFO, logger="linger_sched")
+    asked, other = stubborn.enqueue(), plain_long.enqueue()
+    app.start(concurrency=2, scheduler=False)
+    try:
+        deadline = time.monotonic() + 20
+        while {app.get_job(asked).state, app.get_job(other).state} != {"running"}:
+            assert time.monotonic() < deadline, "the jobs did not start"
+            time.sleep(0.02)
+        app.cancel(asked)  # running: only asked
+        assert seen == []
+        app.stop(grace=0.2, hand_back_running=True)
+    finally:
+        release.set()
+    assert (app.get_job(asked).state, app.get_job(other).state) == ("cancelled", "queued")
+    assert [(e.name, e.job_id, e.task, e.queue, e.attempt, e.node_id) for e in seen] == [
+        ("job_cancelled", asked, "stubborn", "slow", 1, app.node_id)]
+    assert seen[0].reason == "cancel requested; stopped at shutdown"
+    by_action = {a: [r for r in caplog.records if getattr(r, "action", None) == a]
+                 for a in ("hand_back", "cancelled_at_shutdown")}
+    (handed,) = by_action["hand_back"]
+    (cancelled,) = by_action["cancelled_at_shutdown"]
+    assert handed.job_ids == [other] and "handed back 1 " in handed.getMessage()  # type: ignore[attr-defined]
+    assert cancelled.job_ids == [asked]  # type: ignore[attr-defined]

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from linger_sched import FakeClock, Linger
+from linger_sched import health
 from linger_sched.health import HEALTHY, SchedulerWatch, healthz
 from linger_sched.scheduler import LEADER
 from linger_sched.store import Store, encode_args
@@ -213,6 +217,58 @@ def test_healthz_answers_200_or_503_with_messages_only(app: Linger, clock: FakeC
     clock.advance(2)  # past the cache (1 s)
     code, body = healthz(app)
     assert code == 503 and json.loads(body)["status"] == "unhealthy"  # no leader for a schedule
+
+
+def _slow_health(monkeypatch: pytest.MonkeyPatch, app: Linger, seconds: float) -> list[float]:
+    """Make ``app.health()`` take ``seconds`` (a slow database); returns when each call began."""
+    calls: list[float] = []
+    real = app.health
+
+    def slow() -> Any:
+        calls.append(time.monotonic())
+        time.sleep(seconds)
+        return real()
+
+    monkeypatch.setattr(app, "health", slow)
+    return calls
+
+
+def test_concurrent_healthz_calls_share_one_slow_check(real_app: Linger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four probes arriving while a 1.2 s check runs all get its answer: one check, about
+    1.2 s in all (they used to run one check each, in turn: 1.2, 2.4, 3.6, 4.8 s)."""
+    app = real_app
+    app.store.register_node("n", host="h", pid=1, roles="worker", registry_hash="x", version="1",
+                            now=app.clock.store_now())
+    calls = _slow_health(monkeypatch, app, 1.2)
+    answers: list[tuple[int, bytes]] = []
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: answers.append(healthz(app))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    elapsed = time.monotonic() - started
+    assert len(calls) == 1 and len(answers) == 4 and len({a for a in answers}) == 1
+    assert answers[0][0] == 200 and elapsed < 2.2, elapsed
+    healthz(app)  # fresh for a second after the check finished, not after it began
+    assert len(calls) == 1
+
+
+def test_a_healthz_call_that_waits_too_long_for_a_running_check_gets_503(
+    real_app: Linger, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = real_app
+    monkeypatch.setattr(health, "HEALTHZ_WAIT", 0.3)
+    _slow_health(monkeypatch, app, 1.5)
+    first = threading.Thread(target=healthz, args=(app,))
+    first.start()
+    time.sleep(0.2)  # the first call runs its check
+    started = time.monotonic()
+    code, body = healthz(app)
+    assert code == 503 and time.monotonic() - started < 1.0
+    doc = json.loads(body)
+    assert doc["status"] == "unhealthy" and "in progress" in doc["checks"][0]["message"]
+    first.join(10)
 
 
 # -- the watch --------------------------------------------------------------------------------

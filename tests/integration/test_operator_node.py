@@ -109,3 +109,56 @@ def test_a_stop_with_nothing_running_says_nothing(real_app: Linger, caplog: pyte
     real_app._node.stopping.set()
     runner.join(20)
     assert not runner.is_alive() and told == [] and not records(caplog, "shutdown_wait")
+
+
+def test_a_second_signal_forces_a_node_whose_worker_is_held_up_by_a_slow_hook(
+    real_app: Linger, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's loop thread runs the outcome hooks: one that sleeps must not keep a forced
+    stop waiting (it used to wait until grace + 30 s)."""
+    app = real_app
+    release = threading.Event()
+    in_hook = threading.Event()
+
+    @app.task(name="quick")
+    def quick() -> None:
+        pass
+
+    @app.task(name="slow")
+    def slow() -> None:
+        release.wait(30)
+
+    @app.on("job_succeeded")
+    def stuck(_event: Any) -> None:
+        in_hook.set()
+        release.wait(25)  # a hook that blocks the worker's loop thread
+
+    slow_id = app.enqueue("slow")
+    told: list[str] = []
+    caplog.set_level(logging.INFO)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(app.run(
+        worker=True, scheduler=False, handle_signals=False, announce=lambda action, _d: told.append(action))))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while app.get_job(slow_id).state != "running":
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        app.enqueue("quick")
+        assert in_hook.wait(20), "the hook was not called"
+        node = app._node
+        assert node is not None
+        node.stopping.set()  # the first signal
+        time.sleep(0.5)
+        assert runner.is_alive(), "the first signal waits"
+        started = time.monotonic()
+        node.force.set()  # the second signal
+        runner.join(10)
+        assert not runner.is_alive() and codes == [1]
+        assert time.monotonic() - started < 5
+        assert "shutdown_forced" in told
+        assert app.get_job(slow_id).state == "queued"  # handed back, as a forced stop does
+    finally:
+        release.set()
+        runner.join(10)

@@ -7,7 +7,8 @@ the package, nothing is made or stored."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry import trace  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
@@ -178,3 +179,115 @@ def test_without_opentelemetry_installed_everything_works(app: Linger, monkeypat
     assert [app.get_job(i).state for i in (ok, bad)] == ["succeeded", "failed"]
     assert app.get_job(ok).trace_context is None
     assert spans.get_finished_spans() == ()
+
+
+class Raising(SpanProcessor):
+    """A span processor (or an exporter behind one) that raises."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "on_start":
+            raise RuntimeError("span processor broke in on_start")
+
+    def on_end(self, span: Any) -> None:
+        if self.where == "on_end":
+            raise RuntimeError("span processor broke in on_end")
+
+
+@pytest.fixture(params=["on_start", "on_end"])
+def broken(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], None]]:
+    """Call it to install a tracer provider whose span processor raises (in on_start or on_end)."""
+    provider = TracerProvider()
+    provider.add_span_processor(Raising(request.param))
+    caplog.set_level(logging.ERROR, logger="linger_sched")
+
+    def install() -> None:
+        _reset_global_provider()
+        trace.set_tracer_provider(provider)
+
+    yield install
+    provider.shutdown()
+    _reset_global_provider()
+
+
+def tracing_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "action", None) == "tracing_error"]
+
+
+def test_a_raising_span_processor_changes_no_sync_job(app: Linger, broken: Callable[[], None],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[int] = []
+
+    @app.task(name="traced.sync", max_attempts=3, retry_backoff=0)  # a retry would be due at once
+    def sync(n: int) -> int:
+        runs.append(n)
+        return n * 2
+
+    job_id = sync.enqueue(21)
+    broken()
+    app.work()  # used to record the attempt as failed ("internal error in the worker") and run it again
+    job = app.get_job(job_id)
+    assert (job.state, job.attempts, job.result, runs) == ("succeeded", 1, 42, [21])
+    assert len(tracing_errors(caplog)) == 1  # logged once, not raised
+    assert all("span processor broke" in r.getMessage() for r in tracing_errors(caplog))
+
+
+@pytest.mark.timeout(30)
+def test_a_raising_span_processor_changes_no_async_job(app: Linger, broken: Callable[[], None],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[int] = []
+
+    @app.task(name="traced.coro", max_attempts=3, retry_backoff=0)
+    async def coro(n: int) -> int:
+        await asyncio.sleep(0)
+        runs.append(n)
+        return n + 1
+
+    @app.task(name="traced.coro_fail", max_attempts=1)
+    async def coro_fail() -> None:
+        raise KeyError("gone")
+
+    ok, bad = coro.enqueue(1), coro_fail.enqueue()
+    broken()
+    app.work()  # used to wait forever: the outcome was never reported, the job stayed running
+    job = app.get_job(ok)
+    assert (job.state, job.attempts, job.result, runs) == ("succeeded", 1, 2, [1])
+    failed = app.get_job(bad)
+    assert failed.state == "failed" and "KeyError" in (failed.last_error or "")
+    assert len(tracing_errors(caplog)) == 2  # one per attempt
+
+
+def test_a_raising_span_processor_changes_no_enqueue(app: Linger, broken: Callable[[], None],
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    @app.task(name="traced.enq")
+    def enq(n: int) -> None: ...
+
+    broken()
+    job_id = enq.enqueue(1)  # returns the id: a caller that retries on error would duplicate the job
+    ids = enq.enqueue_many([(2,), (3,)])
+    assert isinstance(job_id, int) and app.get_job(job_id).state == "queued" and len(ids) == 2
+    assert sorted(j.id for j in app.store.list_jobs(limit=0)) == sorted([job_id, *ids])
+    assert len(tracing_errors(caplog)) == 2  # one per enqueue
+
+
+@pytest.mark.timeout(30)
+def test_an_async_outcome_is_reported_even_when_ending_its_span_raises(
+    app: Linger, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The coroutine's done-callback reports its outcome in a ``finally``: never a job left
+    ``running`` forever, its lock renewed by the heartbeat."""
+    @app.task(name="traced.coro_bug", max_attempts=1)
+    async def coro() -> int:
+        return 7
+
+    def broken_end_job(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("a bug in end_job")
+
+    monkeypatch.setattr(tracing, "end_job", broken_end_job)
+    job_id = coro.enqueue()
+    app.work()
+    job = app.get_job(job_id)
+    assert (job.state, job.attempts, job.locked_by) == ("succeeded", 1, None)
+    assert [r for r in caplog.records if getattr(r, "action", None) == "internal_error"]

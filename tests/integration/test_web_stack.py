@@ -385,6 +385,18 @@ def test_app_config_gives_every_setting(store: Any, db_url: str, prefix: str, fl
     jobs.store.dispose()
 
 
+@pytest.mark.parametrize("rate", ["25%", "0.25", 0.25, " 25% "])
+def test_app_config_takes_the_environments_forms_of_a_rate_and_a_size(flask_env: Path, rate: Any) -> None:
+    """The documented "25%" / "0.25" of LINGER_HEALTH_MAX_FAILURE_RATE, and a size as a string,
+    go through the environment's parsers (they used to be refused)."""
+    from linger_sched.contrib.flask import LingerFlask
+
+    jobs = Linger()
+    LingerFlask(flask_app(flask_env, LINGER_HEALTH_MAX_FAILURE_RATE=rate, LINGER_RESULT_MAX_BYTES="4096",
+                          LINGER_RUN_NODE=False), jobs)
+    assert (jobs.settings.health_max_failure_rate, jobs.settings.result_max_bytes) == (0.25, 4096)
+
+
 def test_sqlalchemy_database_uri_is_the_database_when_no_linger_url_is_set(
         store: Any, db_url: str, db_name: str, prefix: str, flask_env: Path, tmp_path: Path) -> None:
     from linger_sched.contrib.flask import LingerFlask
@@ -428,6 +440,9 @@ def test_a_linger_url_beats_sqlalchemy_database_uri(flask_env: Path, monkeypatch
     ({"LINGER_CONCURRENCY": "many"}, "LINGER_CONCURRENCY", "must be an integer from 1 to"),
     ({"LINGER_POLL_INTERVAL": "soon"}, "LINGER_POLL_INTERVAL", "'soon'"),
     ({"LINGER_POLL_INTERVAL": -1}, "LINGER_POLL_INTERVAL", "must be > 0"),
+    ({"LINGER_HEALTH_MAX_FAILURE_RATE": "lots"}, "LINGER_HEALTH_MAX_FAILURE_RATE", "must be a share from 0 to 1"),
+    ({"LINGER_HEALTH_MAX_FAILURE_RATE": "150%"}, "LINGER_HEALTH_MAX_FAILURE_RATE", "got '150%'"),
+    ({"LINGER_HEALTH_MAX_FAILURE_RATE": True}, "LINGER_HEALTH_MAX_FAILURE_RATE", "got True"),
     ({"LINGER_TABLE_PREFIX": "1bad"}, "LINGER_TABLE_PREFIX", "1bad"),
     ({"LINGER_QUEUES": []}, "LINGER_QUEUES", "at least one queue"),
     ({"LINGER_RENEW_INTERVAL": 60}, "LINGER_RENEW_INTERVAL", "must be shorter than lease_ttl"),

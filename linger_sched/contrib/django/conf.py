@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from linger_sched.config import ENV_VARS, Settings, parse_queues, resolve
+from linger_sched.config import ENV_VARS, Settings, coerce_setting, parse_queues, resolve
 from linger_sched.errors import ConfigError, SpecError
 from linger_sched.specs import parse_duration
 from linger_sched.store.dialect import url_from_parts
@@ -69,7 +69,8 @@ def _coerce(name: str, key: str, value: Any) -> Any:
             raise ConfigError(f"must be an integer, got {value!r}")
         if name == "table_prefix" and not isinstance(value, str):
             raise ConfigError(f"must be a string, got {value!r}")
-        return value
+        # the environment's parser (ENV_VARS): "25%" for a rate, ...
+        return coerce_setting(name, value, _where(key))
     except (ConfigError, SpecError) as exc:
         raise ImproperlyConfigured(f"{_where(key)}: {exc.message}") from None
 
