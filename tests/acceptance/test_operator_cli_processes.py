@@ -34,27 +34,37 @@ def actions(proc: Proc) -> list[dict[str, Any]]:
     return out
 
 
-def test_ctrl_c_with_a_running_job_names_it_and_a_second_one_forces(cluster: Cluster) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_ctrl_c_with_a_running_job_names_it_and_a_second_one_forces(cluster: Cluster, log_format: str) -> None:
+    """In text mode the operator reads a notice on stderr; with --log-format json stderr holds
+    JSON lines only, and the same details are in the ``shutdown_wait`` / ``shutdown_forced``
+    records."""
     cluster.write("tasks.py", task_module())
     out = cluster.run_cli("enqueue", "tasks.slow", "--args", "[60]", "--import", "tasks")
     job_id = int(out.stdout.strip().splitlines()[-1])
-    w = cluster.cli("worker", "worker", "--import", "tasks", LINGER_SHUTDOWN_GRACE="45s", LINGER_LOG_FORMAT="json")
+    w = cluster.cli("worker", "worker", "--import", "tasks", "--log-format", log_format, LINGER_SHUTDOWN_GRACE="45s")
     job = wait_for(lambda: (j := cluster.job(job_id)).state == "running" and j, 20, 0.05, "the worker to claim the job")
     assert holder_pid(job.locked_by) == w.pid
     time.sleep(1.0)
 
     sent = w.signal(signal.SIGINT)
-    notice = wait_for(lambda: re.search(r"linger-sched: stopping: .*\n(  .*\n)+", w.log()), 5, 0.05, "the shutdown notice")
-    said = time.monotonic() - sent
-    text = notice.group(0)
-    print(f"\n[{cluster.label}] notice {said:.2f}s after SIGINT:\n{text}")
-    assert "waiting up to 45s for 1 running job to finish (after that, unfinished jobs go back to the queue)" in text
-    assert "a second Ctrl-C or SIGTERM stops at once" in text
-    assert re.search(rf"^  job {job_id}  tasks\.slow  running for \d", text, re.M), text
+    if log_format == "text":
+        notice = wait_for(lambda: re.search(r"linger-sched: stopping: .*\n(  .*\n)+", w.log()), 5, 0.05,
+                          "the shutdown notice")
+        said = time.monotonic() - sent
+        text = notice.group(0)
+        print(f"\n[{cluster.label}] notice {said:.2f}s after SIGINT:\n{text}")
+        assert "waiting up to 45s for 1 running job to finish (after that, unfinished jobs go back to the queue)" in text
+        assert "a second Ctrl-C or SIGTERM stops at once" in text
+        assert re.search(rf"^  job {job_id}  tasks\.slow  running for \d", text, re.M), text
+    else:
+        rec = wait_for(lambda: next((r for r in actions(w) if r.get("action") == "shutdown_wait"), None), 5, 0.05,
+                       "the shutdown_wait record")
+        said = time.monotonic() - sent
+        assert rec["level"] == "WARNING" and rec["job_ids"] == [job_id] and rec["grace"] == 45
+        assert rec["jobs"][0]["task"] == "tasks.slow" and rec["jobs"][0]["running_for"] >= 0.5  # it slept 1 s after the claim
+        assert "a second signal stops at once" in rec["message"]
     assert said < 2.0
-    (rec,) = [r for r in actions(w) if r.get("action") == "shutdown_wait"]
-    assert rec["level"] == "WARNING" and rec["job_ids"] == [job_id] and rec["grace"] == 45
-    assert rec["jobs"][0]["task"] == "tasks.slow" and rec["jobs"][0]["running_for"] >= 1.0
 
     time.sleep(0.5)
     assert w.alive(), "the first signal waits for the job"
@@ -62,8 +72,13 @@ def test_ctrl_c_with_a_running_job_names_it_and_a_second_one_forces(cluster: Clu
     code = w.wait(10)
     took = time.monotonic() - sent
     assert code == 1 and took < 5.0, (code, took)
-    assert "linger-sched: second signal: stopping now, handing the running jobs back to the queue" in w.log()
-    assert [r["action"] for r in actions(w) if r.get("action", "").startswith("shutdown")] == ["shutdown_wait", "shutdown_forced"]
+    if log_format == "text":
+        assert "linger-sched: second signal: stopping now, handing the running jobs back to the queue" in w.log()
+    else:
+        assert [r["action"] for r in actions(w) if r.get("action", "").startswith("shutdown")] == \
+            ["shutdown_wait", "shutdown_forced"]
+        lines = [line for line in w.log().splitlines() if line.strip()]
+        assert lines and all(line.startswith("{") for line in lines), w.log()  # nothing but JSON on stderr
     assert cluster.job(job_id).state == "queued"
 
 

@@ -81,6 +81,7 @@ def test_shutdown_notices_are_json_lines_too(cli: Cli, store: Store) -> None:
         while store.get_job(job_id).state != "running":
             assert node.poll() is None and time.monotonic() < deadline, node.communicate()
             time.sleep(0.1)
+        time.sleep(0.5)  # claimed is not yet started: let its thread pick it up (the notice lists started jobs)
         node.send_signal(signal.SIGINT)
         time.sleep(1.0)
         node.send_signal(signal.SIGINT)
