@@ -886,9 +886,9 @@ def section(text: str, title: str) -> str:
     return text[start:end if end != -1 else len(text)]
 
 
-# every page of docs/ with Python in it, and README.md (its testing section is checked whole);
+# every page of docs/ (and its folders) with Python in it, and README.md (its testing section is checked whole);
 # web-farm.md's gunicorn hook waits for the documentation issue
-DOCS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")
+DOCS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("**/*.md")
                              if "```python" in p.read_text(encoding="utf-8") and p.name != "web-farm.md")]
 
 
