@@ -346,8 +346,11 @@ class Linger:
         import_modules(cfg.imports, file=cfg.path, line=cfg.lines.get("imports"))
         for d in schedules_from_config(cfg, self.registry):
             self.registry.add_schedule(d)
-        # arguments given to Linger(...) explicitly rank with the CLI flags, above env and file
-        settings = resolve(cli={**self._explicit, **(cli or {})}, file=cfg)
+        # as in __init__: Linger(...) keywords under the file and the environment, but an explicit
+        # database URL or table prefix above the environment (with the CLI flags)
+        pinned = {k: v for k, v in self._explicit.items() if k in ("database_url", "table_prefix")}
+        code = {k: v for k, v in self._explicit.items() if k not in pinned}
+        settings = resolve(code=code, cli={**pinned, **(cli or {})}, file=cfg)
         self.configure(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
         self.config_file = cfg
         return cfg

@@ -258,9 +258,10 @@ def db() -> None:
 @common_options
 @handle_errors
 def db_init(**common: Any) -> None:
-    """Create the tables (idempotent)."""
+    """Create the tables (idempotent); an older or newer schema is an error that says what to do."""
     app = load_app(**common)
     app.install_schema()
+    app.store.check_schema()  # tables of another version are there: say so, not "schema ready"
     click.echo(f"schema ready in {app.store.display_url} (prefix {app.settings.table_prefix})")
 
 

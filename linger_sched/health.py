@@ -327,10 +327,13 @@ def check_health(store: Store, t: Thresholds, *, now: datetime | None = None, le
     by id (``jobs_done_ix`` from the first job created a window before), and the earliest
     ``run_at`` through the claim index), whatever the number of jobs."""
     try:
+        store.check_schema()  # a schema of another version: no node of this package can run on it
         first_fire, at = store.schedule_horizon(now)
     except SchemaError as exc:
-        return HealthReport([Check("database", UNHEALTHY, "the tables are missing or out of date (linger-sched db init "
-                                   "or db upgrade)", {"url": store.display_url, "error": mask_url(_first_line(exc))})])
+        error = mask_url(_first_line(exc))
+        message = error if error.startswith("schema version") else \
+            "the tables are missing or out of date (linger-sched db init or db upgrade)"  # no URL: /healthz is public
+        return HealthReport([Check("database", UNHEALTHY, message, {"url": store.display_url, "error": error})])
     except Exception as exc:  # noqa: BLE001 - unreachable, refused, anything: reported, not raised
         return HealthReport([database_down(store.display_url, exc)])
     active = first_fire is not None

@@ -345,15 +345,25 @@ class Store:
         self._tx(lambda c: schema.missing_columns(c, self.metadata, self.dialect))
         # version 3: the job table's partial indexes, first: the job table is rebuilt (SQLite) or
         # changed by one ALTER TABLE with the columns it lacks (MySQL/MariaDB, atomic)
-        self._tx(lambda c: schema.migrate_jobs(c, self.t.jobs, self.prefix, self.dialect))
-        self._tx(lambda c: schema.add_missing_columns(c, self.metadata, self.dialect))  # to tables that exist
+        self._ddl(lambda c: schema.migrate_jobs(c, self.t.jobs, self.prefix, self.dialect))
+        self._ddl(lambda c: schema.add_missing_columns(c, self.metadata, self.dialect))  # to tables that exist
         if before is not None and before < 4:  # version 4: jobs_task_ix holds queued rows too
-            self._tx(lambda c: schema.rebuild_partial_indexes(c, self.t.jobs, [self.prefix + "jobs_task_ix"], self.dialect))
-        self._tx(lambda c: schema.add_missing_indexes(c, self.metadata))  # to tables that exist
+            self._ddl(lambda c: schema.rebuild_partial_indexes(c, self.t.jobs, [self.prefix + "jobs_task_ix"], self.dialect))
+        self._ddl(lambda c: schema.add_missing_indexes(c, self.metadata))  # to tables that exist
         if before is not None and before < 4:
             self.recount()  # version 4: finished jobs counted in ``counts``
         self._tx(lambda c: schema.record_version(c, self.t.meta))
         return before, SCHEMA_VERSION
+
+    def _ddl(self, fn: Callable[[sa.Connection], object]) -> None:
+        """One upgrade step, which reads the catalog and changes only what is missing: when a
+        peer's upgrade ran the same DDL first ("column already exists"), it runs once more and
+        finds nothing to do (an error that persists is raised)."""
+        try:
+            self._tx(fn)
+        except StoreError:
+            sleep(0.5)
+            self._tx(fn)
 
     def check_schema(self) -> None:
         """Raise :class:`SchemaError` unless the tables are installed at
@@ -369,6 +379,9 @@ class Store:
                 f"linger-sched tables ({self.prefix}jobs, ...) are missing in {self.display_url}; "
                 "run `linger-sched db init`"
             )
+        if version > SCHEMA_VERSION:  # a newer package wrote it: `db upgrade` would refuse it
+            raise SchemaError(f"schema version {version}, expected {SCHEMA_VERSION}: the database was upgraded "
+                              "by a newer linger-sched; upgrade the package")
         if version != SCHEMA_VERSION:
             raise SchemaError(f"schema version {version}, expected {SCHEMA_VERSION}: run `linger-sched db upgrade`")
 

@@ -1,10 +1,8 @@
-"""``examples/jobs.py``, the code docs/jobs.md (and README) show, run on every database; and
-the check that every Python block of docs/jobs.md is a piece of that file, copied verbatim."""
+"""``examples/jobs.py``, the code docs/jobs.md shows, run on every database (that the page's
+blocks are copies of it, verbatim: tests/acceptance/test_docs_examples.py)."""
 
 from __future__ import annotations
 
-import ast
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -77,29 +75,3 @@ def test_schedules_per_customer(app: Linger) -> None:
     assert app.schedules() == []
     app.testing.advance("7d", run=True)
     assert len(example.reports_sent) == 2
-
-
-# -- docs/jobs.md shows these, verbatim ---------------------------------------------------------
-EXAMPLE = re.compile(r"<!-- example: (\S+) -->\n```python\n(.*?)```", re.DOTALL)
-
-
-def example_source(spec: str) -> str:
-    path, _, name = spec.partition("::")
-    text = (ROOT / path).read_text(encoding="utf-8")
-    if not name:
-        return text
-    for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return (ast.get_source_segment(text, node) or "") + "\n"  # as tests/unit/test_testing.py reads it
-    raise AssertionError(f"{path} has no top-level {name}")
-
-
-@pytest.mark.parametrize("doc", ["docs/jobs.md", "README.md"])
-def test_the_docs_show_the_example_file_verbatim(doc: str) -> None:
-    text = (ROOT / doc).read_text(encoding="utf-8")
-    shown = [(spec, code) for spec, code in EXAMPLE.findall(text) if spec.startswith("examples/jobs.py")]
-    assert shown, f"{doc} shows no example of examples/jobs.py"
-    for spec, code in shown:
-        assert code == example_source(spec), f"{doc}: the code under <!-- example: {spec} --> is not that file's"
-    if doc == "docs/jobs.md":  # every Python block is one of the examples (nothing untested slips in)
-        assert text.count("```python") == len(EXAMPLE.findall(text)), f"{doc}: a Python block without a marker"

@@ -537,3 +537,45 @@ def test_upgrade_from_version_5_adds_the_trace_context(db_url: str, prefix: str)
         for st in (fresh, old):
             st.drop_schema()
             st.dispose()
+
+
+def test_concurrent_upgrades_both_succeed(db_url: str, prefix: str) -> None:
+    """Two `db upgrade` at once (the Kubernetes init container of two replicas, docs/deploying.md)
+    both end with the schema upgraded, neither with "column already exists": each step of the
+    upgrade reads the catalog again and is retried once when a peer's DDL beat it. Several rounds
+    from version 5 (one ADD COLUMN) and from version 2 (the job table changed, counts added)."""
+    import threading
+
+    for version in (5, 5, 5, 2, 2):
+        stores = [Store(db_url, table_prefix=prefix) for _ in range(2)]
+        try:
+            if version == 5:
+                stores[0].install_schema()
+                with stores[0].engine.begin() as conn:
+                    quote = conn.dialect.identifier_preparer.quote
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(stores[0].t.jobs.name)} DROP COLUMN {quote('trace_context')}")
+                    conn.execute(sa.update(stores[0].t.meta).where(stores[0].t.meta.c.key == "schema_version")
+                                 .values(value="5"))
+            else:
+                fill_old_install(stores[0], create_old_install(stores[0], 2), 2)
+            start = threading.Barrier(2)
+            outcomes: list[object] = [None, None]
+
+            def upgrade(i: int) -> None:
+                start.wait()
+                try:
+                    outcomes[i] = stores[i].upgrade_schema()
+                except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+                    outcomes[i] = exc
+
+            threads = [threading.Thread(target=upgrade, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert all(isinstance(o, tuple) and o[1] == SCHEMA_VERSION for o in outcomes), (version, outcomes)
+            stores[0].check_schema()
+        finally:
+            stores[0].drop_schema()
+            for s in stores:
+                s.dispose()

@@ -533,6 +533,25 @@ def test_explicit_database_url_still_beats_environment_after_load_config(monkeyp
     assert app.settings.database_url == explicit
 
 
+def test_keyword_arguments_rank_the_same_with_or_without_a_config_file(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """docs/reference/settings.md: defaults < Linger(...) keywords < schedules.yaml < environment < CLI,
+    an explicit database URL or prefix above the environment. Loading a schedules.yaml used to lift
+    every keyword above the environment and the file (found while documenting the settings)."""
+    monkeypatch.setenv("LINGER_CONCURRENCY", "4")
+    app = Linger(concurrency=16, poll_interval=0.5)
+    assert app.settings.concurrency == 4  # the environment beats the keyword
+    app.load_config(write(tmp_path, "schedules: {}\n"))
+    assert (app.settings.concurrency, app.settings.poll_interval) == (4, 0.5)  # still, after a file
+    monkeypatch.delenv("LINGER_CONCURRENCY")
+    app = Linger(concurrency=16)
+    app.load_config(write(tmp_path, "concurrency: 6\nschedules: {}\n"))
+    assert app.settings.concurrency == 6  # the file beats the keyword
+    app = Linger(concurrency=16)
+    app.load_config(write(tmp_path, "schedules: {}\n"))
+    assert app.settings.concurrency == 16  # nothing above it: the keyword holds
+
+
 def test_imports_resolve_next_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()

@@ -5,7 +5,6 @@ and the examples of docs/testing.md, run and compared with the doc. SQLite only.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import os
 import re
@@ -865,44 +864,6 @@ def test_the_examples_pass() -> None:
 
 
 EXAMPLE = re.compile(r"<!-- example: (\S+) -->\n```python\n(.*?)```", re.DOTALL)
-
-
-def example_source(spec: str) -> str:
-    """The text an ``<!-- example: PATH[::NAME] -->`` marker stands for: the file, or the
-    source of its top-level function or class NAME."""
-    path, _, name = spec.partition("::")
-    text = (ROOT / path).read_text(encoding="utf-8")
-    if not name:
-        return text
-    for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return (ast.get_source_segment(text, node) or "") + "\n"
-    raise AssertionError(f"{path} has no top-level {name}")
-
-
-def section(text: str, title: str) -> str:
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else len(text)]
-
-
-# every page of docs/ (and its folders) with Python in it, and README.md (its testing section is checked whole);
-# web-farm.md's gunicorn hook waits for the documentation issue
-DOCS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("**/*.md")
-                             if "```python" in p.read_text(encoding="utf-8") and p.name != "web-farm.md")]
-
-
-@pytest.mark.parametrize("doc", DOCS)
-def test_the_docs_code_is_the_example_files(doc: str) -> None:
-    text = (ROOT / doc).read_text(encoding="utf-8")
-    shown = EXAMPLE.findall(text)
-    assert shown, f"{doc} shows no example"
-    for spec, code in shown:
-        assert code == example_source(spec), f"{doc}: the code under <!-- example: {spec} --> is not that file's"
-    # every Python block is one of the examples (nothing untested slips in)
-    scope = text if doc != "README.md" else section(text, "Testing your tasks")
-    blocks = scope.count("```python")
-    assert blocks == len(EXAMPLE.findall(scope)), f"{doc}: a Python block without an <!-- example: ... --> marker"
 
 
 def test_docs_testing_shows_every_example_file() -> None:

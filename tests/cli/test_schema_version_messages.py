@@ -1,0 +1,52 @@
+"""What a schema of another version is told, whichever way the versions differ (found while
+documenting upgrades, issue 15): a schema newer than the package asks to upgrade the package
+(``db upgrade`` refuses it), an older one to run ``db upgrade``; ``db init`` says so too instead
+of "schema ready". Once per database."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from cli_support import Cli
+
+from linger_sched.store import Store
+from linger_sched.store.schema import SCHEMA_VERSION
+
+
+def record(store: Store, version: int) -> None:
+    meta = store.t.meta
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
+
+
+def test_a_newer_schema_asks_for_a_newer_package(cli: Cli, empty_db: Store) -> None:
+    empty_db.install_schema()
+    record(empty_db, SCHEMA_VERSION + 1)
+    for command in (["status"], ["jobs"], ["db", "init"]):
+        r = cli.invoke(*command)
+        assert r.code == 1, r
+        assert f"schema version {SCHEMA_VERSION + 1}" in r.err and "upgrade the package" in r.err, r
+        assert "db upgrade" not in r.err, r  # which would refuse it
+    assert empty_db.schema_version() == SCHEMA_VERSION + 1  # nothing written
+
+
+def test_an_older_schema_asks_for_db_upgrade_even_from_db_init(cli: Cli, empty_db: Store) -> None:
+    empty_db.install_schema()
+    record(empty_db, SCHEMA_VERSION - 1)
+    r = cli.invoke("db", "init")
+    assert r.code == 1 and "schema ready" not in r.out, r
+    assert f"schema version {SCHEMA_VERSION - 1}, expected {SCHEMA_VERSION}" in r.err and "db upgrade" in r.err, r
+    r = cli.invoke("db", "upgrade")
+    assert r.code == 0, r
+    r = cli.invoke("db", "init")
+    assert r.code == 0 and "schema ready" in r.out, r
+
+
+def test_health_is_unhealthy_on_a_schema_of_another_version(cli: Cli, empty_db: Store) -> None:
+    empty_db.install_schema()
+    for version, advice in ((SCHEMA_VERSION - 1, "db upgrade"), (SCHEMA_VERSION + 1, "upgrade the package")):
+        record(empty_db, version)
+        r = cli.invoke("health")
+        assert r.code == 2, r
+        assert f"schema version {version}, expected {SCHEMA_VERSION}" in r.out and advice in r.out, r
+    record(empty_db, SCHEMA_VERSION)
+    assert cli.invoke("health").code in (0, 1)  # no node: degraded, but the schema is right
