@@ -955,8 +955,9 @@ class Linger:
 
         Claimed jobs that have not started go back to the queue at once. A job still running
         after the grace period keeps running on its thread (Python cannot stop it) and keeps
-        its lock until the lock expires, so no other node runs it at the same time; pass
-        ``hand_back_running=True`` when the process exits right after (the thread dies with it)."""
+        its lock, renewed until the job returns (its outcome is then written), so no other node
+        runs it at the same time; pass ``hand_back_running=True`` when the process exits right
+        after (the thread dies with it)."""
         node, self._node = self._node, None
         if node is not None:
             node.stop(grace, hand_back_running=hand_back_running)

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import tracing
 from .clock import Clock, backoff, sleep
-from .errors import JobArgumentsError, JobCancelled, StoreError, UnknownTaskError
+from .errors import JobArgumentsError, JobCancelled, SchemaError, StoreError, UnknownTaskError
 from .events import Event, Hooks
 from .registry import Registry
 from .store import Claimed, Store, decode_args
@@ -381,6 +381,7 @@ class Worker:
         self._last_rescue = -1e18
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
+        self._outliving = False  # the loop left with jobs still running: the heartbeat holds and flushes them
         self._heartbeat_wake = threading.Event()  # a heartbeat now (a cancel was requested here)
         self._lock = threading.Lock()
         self.tally = Tally()
@@ -482,6 +483,7 @@ class Worker:
     def start_heartbeat(self) -> None:
         """Heartbeat on a thread of its own, so that no outcome write, claim or slow query of
         the loop can delay it past a job's lease (a peer would then run the job again)."""
+        self._outliving = False
         if self._heartbeat_thread is not None and self._heartbeat_thread.is_alive():
             return
         self._heartbeat_stop.clear()
@@ -496,15 +498,34 @@ class Worker:
             t.join(timeout=5.0)
         self._heartbeat_thread = None
 
+    def outlive(self) -> None:
+        """The loop has left (the node stopped) but threads still run jobs that were not handed
+        back (:meth:`drain` without ``hand_back_running``): the heartbeat thread goes on holding
+        their locks, so that no peer rescues a job whose thread still runs, and writes each
+        outcome when its thread returns; it ends with the last of them (or with the tables)."""
+        self._outliving = True
+        if self._heartbeat_thread is None or not self._heartbeat_thread.is_alive():
+            self._heartbeat_stop.clear()
+            self._heartbeat_thread = threading.Thread(target=self._heartbeat_main, name="linger-heartbeat", daemon=True)
+            self._heartbeat_thread.start()
+        self._heartbeat_wake.set()
+
     def _heartbeat_main(self) -> None:
         every = self.settings.job_lease_ttl / 3
         failures = 0
         while not self._heartbeat_stop.is_set():
             try:
+                if self._outliving:
+                    self.flush()  # the outcomes of the threads that returned since
+                    if not self.held_ids():
+                        log.info("the jobs that outlived the node's stop have finished", extra={"action": "outlived"})
+                        return
                 self.heartbeat()
                 failures = 0
-                wait = every
+                wait = min(every, 0.2) if self._outliving else every
             except Exception as exc:
+                if self._outliving and isinstance(exc, SchemaError):  # the tables are gone: nothing to hold
+                    return
                 failures += 1
                 wait = backoff(failures, cap=every)
                 log.error("job heartbeat failed: %s; retrying in %.1fs", exc, wait,
@@ -1103,7 +1124,10 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001
                     log.error("could not hand back jobs at shutdown: %s", exc, extra={"action": "drain_error"})
                 finally:
-                    self.stop_heartbeat()
+                    if self.held_ids():  # threads that outlived the grace, not handed back
+                        self.outlive()
+                    else:
+                        self.stop_heartbeat()
 
     def _wait(self, seconds: float, stop: threading.Event) -> None:
         # Both a stop and a wake end the wait: wait on wake with a bounded timeout, so that a
@@ -1125,8 +1149,9 @@ class Worker:
 
         Claimed jobs that never started are always handed back. Jobs whose thread is still
         running are handed back only with ``hand_back_running`` (the process is about to exit,
-        taking the thread with it); otherwise they keep their lock until it expires and are
-        rescued then, so a thread that cannot be stopped never runs alongside a second copy.
+        taking the thread with it); otherwise they keep their lock, renewed by the heartbeat
+        until they return (:meth:`outlive`), so a thread that cannot be stopped never runs
+        alongside a second copy.
         A job whose cancel was requested while it ran becomes ``cancelled`` instead (logged
         apart, ``job_cancelled`` emitted). Returns how many jobs were handed back."""
         grace = self.settings.shutdown_grace if grace is None else grace
@@ -1161,7 +1186,7 @@ class Worker:
             left = [key for key, held in self._running.items() if held.started is not None]
             jobs = {key[0]: self._running[key].job for key in left}
         if left and not hand_back_running:
-            log.warning("%d job(s) still running after the grace period keep their lock until it expires: %s",
+            log.warning("%d job(s) still running after the grace period keep their lock until they return: %s",
                         len(left), [k[0] for k in left], extra={"action": "left_running", "job_ids": [k[0] for k in left]})
             left = []
         if left:

@@ -162,3 +162,53 @@ def test_a_second_signal_forces_a_node_whose_worker_is_held_up_by_a_slow_hook(
     finally:
         release.set()
         runner.join(10)
+
+
+def test_a_job_still_running_after_stop_keeps_its_lock_and_runs_once(db_url: str, prefix: str) -> None:
+    """``app.stop(grace)`` in a process that lives on (a web process at reload): a job whose
+    thread outlives the grace keeps its lock while the thread runs, so a peer never starts a
+    second copy beside it, and its outcome is written when it returns. (The heartbeat used to stop
+    with the node: the lock expired one job lease later and a peer ran the job again while the
+    first thread still ran; found while documenting nodes, issue 15.)"""
+    release = threading.Event()
+    starts: list[str] = []
+
+    def make(name: str) -> Linger:
+        a = Linger(db_url, table_prefix=prefix, poll_interval=0.05, job_lease_ttl=2, rescue_interval=0.3)
+
+        @a.task(name="slow_report")
+        def slow_report() -> str:
+            starts.append(name)
+            release.wait(30)
+            return f"done by {name}"
+
+        return a
+
+    first, peer = make("first"), make("peer")
+    first.install_schema()
+    try:
+        job_id = first.enqueue("slow_report")
+        first.start(concurrency=1, scheduler=False)
+        deadline = time.monotonic() + 20
+        while first.get_job(job_id).state != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first.stop(grace=0.2)  # the job's thread goes on
+        peer.start(concurrency=1, scheduler=False)
+        time.sleep(5)  # 2.5 job leases: the lock must still be held, the job not rescued
+        job = first.get_job(job_id)
+        assert (job.state, job.attempts, starts) == ("running", 1, ["first"]), (job, starts)
+        release.set()
+        deadline = time.monotonic() + 20
+        while first.get_job(job_id).state == "running":
+            assert time.monotonic() < deadline, "the outcome of the job that outlived stop() was never written"
+            time.sleep(0.05)
+        job = first.get_job(job_id)
+        assert (job.state, job.result, job.attempts, starts) == ("succeeded", "done by first", 1, ["first"])
+    finally:
+        release.set()
+        peer.stop(grace=1)
+        first.stop(grace=1)
+        first.store.drop_schema()
+        first.store.dispose()
+        peer.store.dispose()
