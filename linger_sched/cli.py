@@ -84,7 +84,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except USAGE_ERRORS as exc:
-            fail(str(exc), 2)
+            fail("\n".join([str(exc), *getattr(exc, "__notes__", ())]), 2)
         except SchemaError as exc:
             fail(str(exc), 1)
         except (JobNotFoundError, ScheduleNotFoundError, JobStateError, ScheduleStateError) as exc:
@@ -201,7 +201,13 @@ def load_app(
         cli["database_url"] = database
     path = config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
     if path is not None:
-        app.load_config(path, cli=cli)
+        try:
+            app.load_config(path, cli=cli)
+        except ConfigError as exc:
+            if config is None:  # found, not named: say why it was read
+                exc.add_note(f"(./{DEFAULT_CONFIG} was read because it is in the working directory: run the command "
+                             "in your project's directory, or name the file to read with --config PATH)")
+            raise
     else:
         import dataclasses
 

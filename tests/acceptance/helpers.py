@@ -10,6 +10,7 @@ same URL and prefix, or with plain SQL (:meth:`Cluster.query`).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from linger_sched.store import Store
 
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(VENV_BIN / "python")
 CLI = str(VENV_BIN / "linger-sched")
 if not Path(CLI).exists():  # pragma: no cover - a venv always has it; fall back to the module
@@ -309,3 +311,17 @@ def task_module(extra: str = "") -> str:
             record()
         '''
     ) + textwrap.dedent(extra)
+
+
+def fresh_copy(tmp_path: Path, name: str = "linger-sched") -> Path:
+    """The repository's files as a fresh clone has them (tracked and new, not ignored), in
+    ``tmp_path / name``: for tests that follow the README or the tutorial from a clone."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    copy = tmp_path / name
+    for entry in filter(None, listed):
+        source = REPO / entry
+        if source.is_file():
+            (copy / entry).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / entry)
+    return copy

@@ -7,7 +7,8 @@ before each fenced block:
   migration page; it must compile (the page's own test runs our side of it).
 - Shell blocks (sh, bash, console, crontab) carry one of
   - ``<!-- sh: run -->``: run here with ``bash -e`` in a scratch directory (a copy of the repo's
-    examples/ and schedules.yaml, SQLite, no LINGER_* environment); it must exit 0.
+    examples/ and schedules.yaml, SQLite, no LINGER_* environment, ``.venv`` the test's virtualenv);
+    it must exit 0.
   - ``<!-- sh: each -->``: a list of commands: each line runs on its own; it must exit 0, or 1
     (a runtime error such as "no job 42"), or still be running after a few seconds (a node, a
     server), and never print a traceback or a usage error.
@@ -210,6 +211,7 @@ def scratch(template: Path, tmp_path: Path, block: Block) -> Path:
     user's own, where the repo's example schedules.yaml would name tasks it does not have)."""
     work = tmp_path / "work"
     shutil.copytree(template, work)
+    (work / ".venv").symlink_to(sys.prefix, target_is_directory=True)  # the README's .venv/bin/...
     if "without schedules.yaml" in block.arg:
         (work / "schedules.yaml").unlink()
     return work

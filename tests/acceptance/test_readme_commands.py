@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,24 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import fresh_copy
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_AND_RUN = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/linger-sched run"
 DOCS = 'python3 -m venv .venv && .venv/bin/pip install -e ".[docs]" && .venv/bin/mkdocs serve'
 
 pytestmark = pytest.mark.slow
-
-
-def fresh_copy(tmp_path: Path) -> Path:
-    """The repository's files as a clone has them (tracked and new, not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    copy = tmp_path / "linger-sched"
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
-    return copy
 
 
 def start(command: str, cwd: Path) -> subprocess.Popen[str]:

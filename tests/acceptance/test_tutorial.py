@@ -1,6 +1,6 @@
 """docs/tutorial.md, followed for real as a new user would: in an empty temporary directory,
 with ``tasks.py`` copied from examples/tutorial/, every ``sh`` block of the page run by bash in
-order (the first, mkdir + venv + pip install, stands for the test's own environment), and the
+order (the first, mkdir + venv + pip install, really, beside a fresh copy of the repository), and the
 outputs the page promises checked — each promised text is also checked to be on the page.
 SQLite only (the tutorial's database); marked slow: it waits for real time (~20 s)."""
 
@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from .helpers import fresh_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "tutorial.md"
@@ -45,16 +47,19 @@ def promised(page: str, output: str, *texts: str) -> None:
 def test_the_tutorial_works_as_written(tmp_path: Path) -> None:
     page = PAGE.read_text(encoding="utf-8")
     assert f"<!-- example: examples/tutorial/tasks.py -->\n```python\n{TASKS.read_text(encoding='utf-8')}```" in page
-    work = tmp_path / "linger-tutorial"
-    work.mkdir()
-    shutil.copy(TASKS, work / "tasks.py")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LINGER_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("PYTHONPATH", None)
-
     blocks = sh_blocks(page)
     setup, run, listing, one_off, retry1, retry2, dashboard = blocks  # the page's seven shell blocks
-    assert "pip install \"linger-sched[web]\"" in setup
+    # 1. install, beside a fresh clone named as git names it, in a virtualenv of its own
+    fresh_copy(tmp_path, "linger-sched")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LINGER_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if Path(p).resolve() != Path(sys.executable).parent.resolve())
+    p = subprocess.run(["bash", "-e", "-c", setup], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, f"{setup!r} exited {p.returncode}:\n{p.stdout}{p.stderr}"
+    work = tmp_path / "linger-tutorial"
+    shutil.copy(TASKS, work / "tasks.py")
+    env["PATH"] = f"{work / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"  # what `. .venv/bin/activate` does
+    env["VIRTUAL_ENV"] = str(work / ".venv")
 
     def bash(block: str, ok: tuple[int, ...] = (0,)) -> str:
         p = subprocess.run(["bash", "-e", "-c", block], cwd=work, env=env, capture_output=True, text=True,

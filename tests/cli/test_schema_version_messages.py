@@ -50,3 +50,16 @@ def test_health_is_unhealthy_on_a_schema_of_another_version(cli: Cli, empty_db: 
         assert f"schema version {version}, expected {SCHEMA_VERSION}" in r.out and advice in r.out, r
     record(empty_db, SCHEMA_VERSION)
     assert cli.invoke("health").code in (0, 1)  # no node: degraded, but the schema is right
+
+
+def test_an_implicit_schedules_yaml_that_fails_says_where_it_came_from(cli: Cli) -> None:
+    """A schedules.yaml in the working directory is read by every command; when it names tasks
+    the app does not have (a command pasted in another project's directory), the error says that
+    the file was read because it is there, and how to name another (found by a new-user review)."""
+    (cli.cwd / "schedules.yaml").write_text("schedules:\n  nightly:\n    task: shop.cleanup\n    cron: '0 3 * * *'\n")
+    r = cli.invoke("jobs")
+    assert r.code == 2, r
+    assert "schedules.yaml:3" in r.err and "unknown task 'shop.cleanup'" in r.err, r
+    assert "read because it is in the working directory" in r.err and "--config PATH" in r.err, r
+    r = cli.invoke("jobs", "--config", "schedules.yaml")  # named: no such note
+    assert r.code == 2 and "working directory" not in r.err, r
