@@ -250,7 +250,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def main(ctx: click.Context, /, **common: Any) -> None:
     """Background and recurring jobs out of a plain SQL table.
 
-    The options below may be given before the command or after it (after wins)."""
+    The options below may be given before the command or after it (after wins; --import adds up)."""
     ctx.meta[ROOT_OPTIONS] = common
 
 
