@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import linger_sched
+import linger_sched.app
 from examples.guide import explicit_app, invoices, mail, nodes, options, outcome, schedules
 from linger_sched import (
     FakeClock,
@@ -37,6 +38,14 @@ START = datetime(2030, 1, 1, tzinfo=UTC)  # the linger_clock fixture's start
 
 # @task registers on the default app: this is the docs' `for_app(linger_sched.default_app)`
 linger_app = for_app(linger_sched.default_app)
+
+
+@pytest.fixture(autouse=True)
+def _the_default_app_of_the_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples' @task functions are bound to the default app of the moment they were
+    imported (at collection); a test that ran before may have replaced that app (the CLI tests
+    start each command from a fresh default app): make it the default again for these tests."""
+    monkeypatch.setattr(linger_sched.app, "_default", mail.send_email.app)
 
 
 def page(name: str) -> str:

@@ -7,12 +7,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
+import linger_sched.app
 from examples import quickstart
 from linger_sched import default_app
 from linger_sched.testing import for_app
 
 BERLIN = ZoneInfo("Europe/Berlin")
 linger_app = for_app(default_app)
+
+
+@pytest.fixture(autouse=True)
+def _the_default_app_of_the_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples' @task functions are bound to the default app of the moment they were
+    imported (at collection); a test that ran before may have replaced that app (the CLI tests
+    start each command from a fresh default app): make it the default again for these tests."""
+    monkeypatch.setattr(linger_sched.app, "_default", quickstart.send_welcome.app)
 
 
 def test_sign_up_sends_the_welcome_mail_ten_minutes_later(linger_app, linger_clock) -> None:
