@@ -13,7 +13,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -252,22 +251,13 @@ def check_installed(engine: sa.Engine, prefix: str, model: dict[str, Any]) -> No
                 assert options.get("postgresql_include", []) == (["state"] if include else []), name
 
 
-@pytest.fixture
-def installed(db_url: str, prefix: str) -> Iterator[Store]:
-    s = Store(db_url, table_prefix=prefix)
-    s.install_schema()
-    yield s
-    s.drop_schema()
-    s.dispose()
-
-
-def test_the_indexes_named_on_the_page_exist_after_install(installed: Store, prefix: str) -> None:
+def test_the_indexes_named_on_the_page_exist_after_install(store: Store, prefix: str) -> None:
     model = page_model(prefix)
     assert model == {k.replace(DEFAULT_PREFIX, prefix, 1): {
         "columns": v["columns"],
         "indexes": {n.replace(DEFAULT_PREFIX, prefix, 1): i for n, i in v["indexes"].items()},
     } for k, v in page_model(DEFAULT_PREFIX).items()}, "the page depends on the prefix only by its names"
-    check_installed(installed.engine, prefix, model)
+    check_installed(store.engine, prefix, model)
 
 
 def sql_statements(page: str, prefix: str) -> list[str]:
@@ -278,9 +268,8 @@ def sql_statements(page: str, prefix: str) -> list[str]:
     return [s.replace(DEFAULT_PREFIX, prefix) for s in out]
 
 
-def test_the_sql_on_the_page_runs_and_db_recount_repairs_the_counts(installed: Store, db_url: str, prefix: str,
+def test_the_sql_on_the_page_runs_and_db_recount_repairs_the_counts(store: Store, db_url: str, prefix: str,
                                                                       tmp_path: Path) -> None:
-    store = installed
     page = PAGE.read_text(encoding="utf-8")
     statements = sql_statements(page, prefix)
     assert len(statements) >= 7 and any(s.startswith("DELETE") for s in statements)
