@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -86,7 +87,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except USAGE_ERRORS as exc:
             fail("\n".join([str(exc), *getattr(exc, "__notes__", ())]), 2)
         except SchemaError as exc:
-            fail(str(exc), 1)
+            fail(as_typed(str(exc), kwargs), 1)
         except (JobNotFoundError, ScheduleNotFoundError, JobStateError, ScheduleStateError) as exc:
             fail(str(exc), 1)
         except LingerError as exc:
@@ -95,6 +96,22 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"database error: {getattr(exc, 'orig', None) or exc}", 1)
 
     return wrapper
+
+
+def as_typed(message: str, given: dict[str, Any]) -> str:
+    """``message`` with each command it suggests (```linger-sched db init```) written as this one
+    was: the same program (``flask linger``, ``manage.py linger``) and the options on its command
+    line that choose the database (``--app``, ``--config``, ``--database``): run bare, it would act on
+    another database. ``fail`` masks a password in a URL."""
+    database, _, app_path, config, *_ = with_root_options(
+        given.get("database"), (), given.get("app_path"), given.get("config"), 0, None)
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None and getattr(ctx.command, "commands", None) is not main.commands:  # flask's group shares them
+        ctx = ctx.parent
+    prog = ctx.command_path if ctx is not None else "linger-sched"
+    options = "".join(f" --{name} {shlex.quote(value)}" for name, value in
+                      (("app", app_path), ("config", config), ("database", database)) if value)
+    return message.replace("`linger-sched ", f"`{prog}{options} ")
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:

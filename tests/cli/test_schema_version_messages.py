@@ -63,3 +63,27 @@ def test_an_implicit_schedules_yaml_that_fails_says_where_it_came_from(cli: Cli)
     assert "read because it is in the working directory" in r.err and "--config PATH" in r.err, r
     r = cli.invoke("jobs", "--config", "schedules.yaml")  # named: no such note
     assert r.code == 2 and "working directory" not in r.err, r
+
+
+def test_the_suggested_command_repeats_the_options_that_chose_the_database(nodb_cli: Cli, tmp_path) -> None:
+    """`--database URL jobs` on missing tables said "run `linger-sched db init`": run as written,
+    that initialised ./linger.db (or the environment's database), not URL (found by a new-user review)."""
+    other = tmp_path / "other.db"
+    for args in (["--database", f"sqlite:///{other}", "jobs"], ["jobs", "--database", f"sqlite:///{other}"]):
+        r = nodb_cli.invoke(*args)
+        assert r.code == 1, r
+        assert f"run `linger-sched --database sqlite:///{other} db init`" in r.err, r
+    nodb_cli.write("elsewhere.py", f"""
+        from linger_sched import Linger
+        app = Linger("sqlite:///{other}", auto_install=False)
+        """)
+    r = nodb_cli.invoke("--app", "elsewhere:app", "status")
+    assert r.code == 1 and "run `linger-sched --app elsewhere:app db init`" in r.err, r
+    r = nodb_cli.invoke("jobs")  # the environment chose it: a bare command uses it too
+    assert r.code == 1 and "run `linger-sched db init`" in r.err, r
+    assert not other.exists()
+
+
+def test_a_suggested_command_never_shows_a_password(nodb_cli: Cli) -> None:
+    r = nodb_cli.invoke("--database", "postgresql://ann:s3cret@127.0.0.1:1/nowhere", "jobs")
+    assert r.code == 1 and "s3cret" not in r.out + r.err, r

@@ -509,6 +509,21 @@ def test_flask_linger_runs_the_cli_on_the_flask_apps_jobs(store: Any, db_url: st
     jobs.store.dispose()
 
 
+def test_flask_linger_suggests_flask_linger_with_the_same_database(flask_env: Path, tmp_path: Path) -> None:
+    """Missing tables under ``flask linger --database URL``: the suggested command is the one to
+    type there (``flask linger --database URL db init``), not a bare ``linger-sched db init``."""
+    from linger_sched.contrib.flask import LingerFlask
+
+    other = tmp_path / "other.db"
+    web = flask_app(flask_env, LINGER_DATABASE_URL=f"sqlite:///{tmp_path / 'web.db'}")
+    LingerFlask(web, Linger())
+    result = web.test_cli_runner().invoke(args=["linger", "--database", f"sqlite:///{other}", "jobs"])
+    assert result.exit_code == 1, result.output
+    assert re.search(rf"run `\S+ linger --database sqlite:///{re.escape(str(other))} db init`", result.output), \
+        result.output
+    assert not other.exists()
+
+
 def test_flask_linger_db_init_creates_the_tables_the_config_names(db_url: str, flask_env: Path) -> None:
     from linger_sched.contrib.flask import LingerFlask
     from linger_sched.store import Store
