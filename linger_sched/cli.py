@@ -101,8 +101,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def as_typed(message: str, given: dict[str, Any]) -> str:
     """``message`` with each command it suggests (```linger-sched db init```) written as this one
     was: the same program (``flask linger``, ``manage.py linger``) and the options on its command
-    line that choose the database (``--app``, ``--config``, ``--database``): run bare, it would act on
-    another database. ``fail`` masks a password in a URL."""
+    line that choose the database (``--app``, ``--config``, ``--database``, ``--no-config``): run
+    bare, it would act on another database. ``fail`` masks a password in a URL."""
     database, _, app_path, config, *_ = with_root_options(
         given.get("database"), (), given.get("app_path"), given.get("config"), 0, None)
     ctx = click.get_current_context(silent=True)
@@ -111,6 +111,8 @@ def as_typed(message: str, given: dict[str, Any]) -> str:
     prog = ctx.command_path if ctx is not None else "linger-sched"
     options = "".join(f" --{name} {shlex.quote(value)}" for name, value in
                       (("app", app_path), ("config", config), ("database", database)) if value)
+    if ctx is not None and ctx.meta.get(NO_CONFIG):
+        options += " --no-config"
     return message.replace("`linger-sched ", f"`{prog}{options} ")
 
 
@@ -121,6 +123,8 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--app", "app_path", metavar="MODULE:ATTR", help="Use the Linger app object MODULE:ATTR instead of the default app."),
         click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
                      help=f"schedules.yaml to load (default ./{DEFAULT_CONFIG} if present)."),
+        click.option("--no-config", is_flag=True, expose_value=False, callback=_remember_no_config,
+                     help=f"Read no schedules.yaml (not even ./{DEFAULT_CONFIG})."),
         click.option("-v", "--verbose", count=True, help="More logging (-v: debug)."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), help="Log level."),
         click.option("--log-format", type=click.Choice(list(LOG_FORMATS), case_sensitive=False), expose_value=False,
@@ -138,6 +142,14 @@ LOG_FORMAT = "linger_sched.log_format"  # ctx.meta key: the --log-format given (
 def _remember_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value is not None:  # the command's own option comes after the root's: after wins
         ctx.meta[LOG_FORMAT] = value.lower()
+
+
+NO_CONFIG = "linger_sched.no_config"  # ctx.meta key: --no-config given (before or after the command)
+
+
+def _remember_no_config(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[NO_CONFIG] = True
 
 
 def log_format() -> str:
@@ -216,14 +228,21 @@ def load_app(
     cli = dict(cli_settings or {})
     if database:
         cli["database_url"] = database
-    path = config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(NO_CONFIG):
+        if config:
+            raise ConfigError(f"--config {config} and --no-config contradict each other: give one", key="--no-config")
+        path = None
+    else:
+        path = config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
     if path is not None:
         try:
             app.load_config(path, cli=cli)
         except ConfigError as exc:
             if config is None:  # found, not named: say why it was read
                 exc.add_note(f"(./{DEFAULT_CONFIG} was read because it is in the working directory: run the command "
-                             "in your project's directory, or name the file to read with --config PATH)")
+                             "in your project's directory, name the file to read with --config PATH, or read none "
+                             "with --no-config)")
             raise
     else:
         import dataclasses

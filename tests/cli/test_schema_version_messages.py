@@ -87,3 +87,20 @@ def test_the_suggested_command_repeats_the_options_that_chose_the_database(nodb_
 def test_a_suggested_command_never_shows_a_password(nodb_cli: Cli) -> None:
     r = nodb_cli.invoke("--database", "postgresql://ann:s3cret@127.0.0.1:1/nowhere", "jobs")
     assert r.code == 1 and "s3cret" not in r.out + r.err, r
+
+
+def test_no_config_skips_the_schedules_yaml_of_the_working_directory(cli: Cli) -> None:
+    """A command run in a directory holding another project's schedules.yaml (the repository root)
+    had no way to skip it but to cd elsewhere: --no-config, before or after the command."""
+    (cli.cwd / "schedules.yaml").write_text("schedules:\n  nightly:\n    task: shop.cleanup\n    cron: '0 3 * * *'\n")
+    r = cli.invoke("db", "init")
+    assert r.code == 2 and "--no-config" in r.err, r  # the note names the way out
+    for args in (["--no-config", "db", "init"], ["db", "init", "--no-config"], ["--no-config", "jobs"]):
+        r = cli.invoke(*args)
+        assert r.code == 0, r
+    r = cli.invoke("--no-config", "schedules")
+    assert r.code == 0 and "nightly" not in r.out, r
+    r = cli.invoke("jobs", "--config", "schedules.yaml", "--no-config")
+    assert r.code == 2 and "--config" in r.err and "--no-config" in r.err, r
+    r = cli.invoke("--no-config", "--database", "sqlite:///elsewhere.db", "jobs")
+    assert r.code == 1 and "run `linger-sched --database sqlite:///elsewhere.db --no-config db init`" in r.err, r
